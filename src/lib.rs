@@ -1,2 +1,21 @@
-//! BoxOffice: a ticketing platform where every ticket and every order is a supervised actor.
+//! BoxOffice: a ticketing platform where every ticket and every order is a supervised actor
+//! that serialises its own state transitions.
+//!
+//! Layers, top to bottom: `http` (axum routers) -> `actors` (ticket and order actors, the
+//! directory, supervision) -> `domain` (pure state machines). The ports `store`, `bus`, `timers`
+//! and `payments` are traits with their adapters beside them; `app` wires them in dependency
+//! order and `config` is the command line.
+
+pub mod actors;
+pub mod app;
+pub mod bus;
+pub mod clock;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod payments;
+pub mod store;
+pub mod timers;

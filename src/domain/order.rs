@@ -128,6 +128,9 @@ pub enum BeginPayment {
     Charge(Change<Order>, PaymentAttempt),
     /// The deadline has passed: persist this cancellation and refuse the payment.
     ExpiredFirst(Change<Order>),
+    /// A charge was left in flight (the gateway was unreachable, or the node stopped): ask the
+    /// gateway again with the same attempt, whose idempotency key prevents a second charge.
+    Resume(PaymentAttempt),
 }
 
 /// An order for one ticket.
@@ -230,7 +233,10 @@ impl Order {
         match self.status {
             OrderStatus::Cancelled => Err(OrderRefusal::CannotPayCancelled),
             OrderStatus::Complete => Err(OrderRefusal::AlreadyPaid),
-            OrderStatus::AwaitingPayment => Err(OrderRefusal::PaymentInProgress),
+            OrderStatus::AwaitingPayment => match &self.payment {
+                Some(attempt) => Ok(BeginPayment::Resume(attempt.clone())),
+                None => Err(OrderRefusal::PaymentInProgress),
+            },
             OrderStatus::Created if now >= self.expires_at => {
                 Ok(BeginPayment::ExpiredFirst(self.cancelled(true)))
             }
@@ -452,7 +458,7 @@ mod tests {
                             Some(change)
                         }
                         Ok(BeginPayment::ExpiredFirst(change)) => Some(change),
-                        Err(_) => None,
+                        Ok(BeginPayment::Resume(_)) | Err(_) => None,
                     },
                     Operation::Succeed => (order.status == OrderStatus::AwaitingPayment)
                         .then(|| order.complete_payment(PaymentId(id(8)), "ch").0),

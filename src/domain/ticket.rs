@@ -143,7 +143,7 @@ impl Price {
 
     /// The price as the API shows it: a JSON number of dollars (`12.5`, `10`).
     pub fn as_json(self) -> Value {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             Value::from(self.0 / 100)
         } else {
             serde_json::Number::from_f64(self.0 as f64 / 100.0)

@@ -1,0 +1,295 @@
+//! The runtime's background work: the timer worker, the outbox relay, command completion and
+//! redelivery, payment reconciliation and passivation.
+//!
+//! Owns the loops that keep promises made by earlier commits: every event reaches the bus, every
+//! command reaches its actor, every deadline fires, every charge left in flight is settled. Each
+//! loop stops when the shutdown token is cancelled. None decides anything: each hands its work
+//! to the actor that owns the entity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{OrderMsg, RequestContext, Runtime, TicketMsg};
+use crate::bus::{Bus, BusEvent, event_subject, new_traceparent};
+use crate::store::{DeadlineKind, UnitOfWork};
+use crate::timers::TimerKey;
+
+/// Timers handed out per round of the timer worker.
+const TIMER_BATCH: usize = 512;
+/// Events relayed per round.
+const RELAY_BATCH: usize = 512;
+
+/// The background work of a runtime, not yet started.
+pub struct BackgroundTasks {
+    completed_commands: mpsc::UnboundedReceiver<u64>,
+}
+
+impl BackgroundTasks {
+    pub(super) fn new(completed_commands: mpsc::UnboundedReceiver<u64>) -> BackgroundTasks {
+        BackgroundTasks { completed_commands }
+    }
+
+    /// Rebuilds the timer index from the store, then starts every loop on `tracker`.
+    pub async fn spawn(
+        self,
+        runtime: Arc<Runtime>,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(), crate::store::StoreError> {
+        rebuild_timers(&runtime).await?;
+        tracker.spawn(run_timer_worker(runtime.clone(), shutdown.clone()));
+        tracker.spawn(run_outbox_relay(runtime.clone(), bus, shutdown.clone()));
+        tracker.spawn(run_command_completion(
+            runtime.clone(),
+            self.completed_commands,
+            shutdown.clone(),
+        ));
+        tracker.spawn(run_command_redelivery(runtime.clone(), shutdown.clone()));
+        tracker.spawn(run_payment_reconciliation(runtime.clone(), shutdown.clone()));
+        tracker.spawn(run_passivation(runtime, shutdown));
+        Ok(())
+    }
+}
+
+async fn rebuild_timers(runtime: &Runtime) -> Result<(), crate::store::StoreError> {
+    let deadlines = runtime.store.deadlines().await?;
+    let count = deadlines.len();
+    for deadline in deadlines {
+        let due = match deadline.kind {
+            DeadlineKind::OrderExpiry => deadline.due,
+            DeadlineKind::TicketReservation => deadline.due.plus(runtime.config.hold_grace),
+        };
+        runtime
+            .sync_timer(deadline.kind, deadline.entity, Some(due))
+            .await;
+    }
+    tracing::info!(timers = count, "timers rebuilt from the store");
+    Ok(())
+}
+
+async fn run_timer_worker(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    loop {
+        let now = crate::clock::now();
+        let due = match runtime.timers.claim_due(now, TIMER_BATCH).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(error = %error, "claiming due timers failed");
+                Vec::new()
+            }
+        };
+        let batch_was_full = due.len() == TIMER_BATCH;
+        let firing = due.into_iter().map(|(key, due_at)| {
+            let runtime = runtime.clone();
+            async move {
+                runtime
+                    .metrics
+                    .timer_lag
+                    .observe(crate::clock::now().since(due_at).as_secs_f64());
+                runtime.metrics.timers_fired.inc();
+                fire(&runtime, key).await;
+            }
+        });
+        futures::future::join_all(firing).await;
+        runtime
+            .metrics
+            .timers_armed
+            .set(i64::try_from(runtime.timers.len()).unwrap_or(i64::MAX));
+        if batch_was_full {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = runtime.timers.wait(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Hands a due timer to its actor; if the actor cannot take it now, re-arms it shortly.
+async fn fire(runtime: &Runtime, key: TimerKey) {
+    let context = RequestContext {
+        request_id: Some("timer".into()),
+    };
+    let timeout = runtime.config.call_timeout;
+    let result = match key.kind {
+        DeadlineKind::OrderExpiry => {
+            runtime
+                .orders
+                .call(key.entity, |reply| OrderMsg::Expire { context, reply }, timeout)
+                .await
+        }
+        DeadlineKind::TicketReservation => {
+            runtime
+                .tickets
+                .call(
+                    key.entity,
+                    |reply| TicketMsg::ResolveHold { context, reply },
+                    timeout,
+                )
+                .await
+        }
+    };
+    match result {
+        Ok(()) | Err(super::ActorError::NotFound) => {}
+        Err(error) => {
+            tracing::warn!(entity = %key.entity, error = %error, "timer delivery failed; retrying");
+            let retry_at = crate::clock::now().plus(Duration::from_secs(1));
+            if let Err(error) = runtime.timers.arm(key, retry_at).await {
+                tracing::warn!(entity = %key.entity, error = %error, "re-arming a timer failed");
+            }
+        }
+    }
+}
+
+async fn run_outbox_relay(runtime: Arc<Runtime>, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
+    let mut published = loop {
+        match runtime.store.published_seq().await {
+            Ok(seq) => break seq,
+            Err(error) => {
+                tracing::warn!(error = %error, "reading the relay position failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    loop {
+        let page = match runtime.store.events_after(published, RELAY_BATCH).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(error = %error, "reading the outbox failed");
+                Vec::new()
+            }
+        };
+        let mut relayed = published;
+        for event in &page {
+            let message = BusEvent {
+                subject: event_subject(&event.name),
+                id: event.id.clone(),
+                name: event.name.clone(),
+                seq: event.seq,
+                at: event.at,
+                data: event.data.clone(),
+                traceparent: new_traceparent(),
+            };
+            if let Err(error) = bus.publish(message).await {
+                tracing::warn!(error = %error, seq = event.seq, "publishing an event failed; retrying");
+                break;
+            }
+            runtime.metrics.events_published.inc();
+            relayed = event.seq;
+        }
+        if relayed > published {
+            match runtime.store.set_published_seq(relayed).await {
+                Ok(()) => published = relayed,
+                Err(error) => tracing::warn!(error = %error, "saving the relay position failed"),
+            }
+        }
+        if page.len() == RELAY_BATCH {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = runtime.outbox_written.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn run_command_completion(
+    runtime: Arc<Runtime>,
+    mut completed: mpsc::UnboundedReceiver<u64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return,
+            id = completed.recv() => match id {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        let mut done = vec![first];
+        while let Ok(id) = completed.try_recv() {
+            done.push(id);
+        }
+        let unit = UnitOfWork {
+            commands_done: done,
+            ..UnitOfWork::default()
+        };
+        if let Err(error) = runtime.store.commit(unit).await {
+            // The commands stay pending and are redelivered; receivers ignore repeats.
+            tracing::warn!(error = %error, "marking commands done failed");
+        }
+    }
+}
+
+async fn run_command_redelivery(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    loop {
+        match runtime.store.pending_commands(1000).await {
+            Ok(pending) => {
+                for (id, command) in pending {
+                    runtime.deliver(Some(id), command).await;
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "reading pending commands failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
+async fn run_payment_reconciliation(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    loop {
+        match runtime.store.orders_awaiting_payment().await {
+            Ok(orders) => {
+                for order in orders {
+                    let context = RequestContext {
+                        request_id: Some("reconciliation".into()),
+                    };
+                    let result = runtime
+                        .orders
+                        .call(
+                            order.id.0,
+                            |reply| OrderMsg::Reconcile { context, reply },
+                            runtime.config.call_timeout * 4,
+                        )
+                        .await;
+                    match result {
+                        Ok(()) => tracing::info!(order = %order.id, "charge in flight reconciled"),
+                        Err(error) => {
+                            tracing::warn!(order = %order.id, error = %error, "reconciling a charge failed; retrying later")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "listing orders awaiting payment failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+async fn run_passivation(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let period = (runtime.config.directory.passivate_after / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let stopped = runtime.tickets.passivate_idle().await + runtime.orders.passivate_idle().await;
+        if stopped > 0 {
+            tracing::debug!(stopped, "passivated idle actors");
+        }
+    }
+}

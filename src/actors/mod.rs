@@ -1,0 +1,463 @@
+//! The actor runtime: one supervised ractor actor per ticket and per order, found through the
+//! directory, deciding through the domain, persisting through the `Store` before replying.
+//!
+//! Owns the `Runtime` (directory, ports, background workers) and the operations the HTTP layer
+//! calls. It must not speak HTTP: it returns `ActorError`s that map to an `ErrorKind`.
+
+mod background;
+pub mod entity;
+mod order;
+mod ticket;
+
+pub use background::BackgroundTasks;
+pub use entity::{DirectoryConfig, EntityInfo, EntityKind, LiveActor, Snapshot};
+pub use order::{OrderActor, OrderMsg};
+pub use ticket::{TicketActor, TicketMsg};
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::domain::{
+    ObjectId, Order, OrderId, OrderRefusal, Payment, Price, Ticket, TicketId, TicketRefusal,
+    Timestamp, Title, UserId,
+};
+use crate::error::ErrorKind;
+use crate::ids::IdGenerator;
+use crate::metrics::Metrics;
+use crate::payments::{PaymentError, PaymentGateway};
+use crate::store::{Command, CommitReceipt, DeadlineKind, Store, StoreError, Transition, UnitOfWork};
+use crate::timers::{TimerKey, Timers};
+use entity::EntityTable;
+
+/// Why an actor operation did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ActorError {
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Ticket(#[from] TicketRefusal),
+    #[error(transparent)]
+    Order(#[from] OrderRefusal),
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+    #[error("actor mailbox full")]
+    Overloaded { retry_after: Duration },
+    #[error("entity quarantined after repeated crashes")]
+    Quarantined { retry_after: Duration },
+    #[error("temporarily unavailable")]
+    Unavailable { retry_after: Duration },
+    #[error("actor did not answer in time")]
+    Timeout,
+    #[error("actor crashed while handling the request")]
+    Crashed,
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ActorError {
+    /// The kind of failure, which picks the HTTP status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ActorError::NotFound => ErrorKind::NotFound,
+            ActorError::Ticket(TicketRefusal::NotOwner) | ActorError::Order(OrderRefusal::NotOwner) => {
+                ErrorKind::Unauthorized
+            }
+            ActorError::Ticket(_) | ActorError::Order(_) => ErrorKind::BadRequest,
+            ActorError::Payment(PaymentError::Declined(_)) => ErrorKind::PaymentRequired,
+            ActorError::Payment(PaymentError::InvalidToken | PaymentError::Rejected(_)) => {
+                ErrorKind::BadRequest
+            }
+            ActorError::Payment(PaymentError::Unavailable(_)) => ErrorKind::Unavailable {
+                retry_after: Duration::from_secs(5),
+            },
+            ActorError::Overloaded { retry_after }
+            | ActorError::Quarantined { retry_after }
+            | ActorError::Unavailable { retry_after } => ErrorKind::Unavailable {
+                retry_after: *retry_after,
+            },
+            ActorError::Timeout | ActorError::ShuttingDown => ErrorKind::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            ActorError::Crashed | ActorError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The message a client may see (internal causes are never shown).
+    pub fn public_message(&self) -> String {
+        match self {
+            ActorError::NotFound => "Not Found".into(),
+            ActorError::Ticket(refusal) => refusal.to_string(),
+            ActorError::Order(refusal) => refusal.to_string(),
+            ActorError::Payment(PaymentError::Declined(message) | PaymentError::Rejected(message)) => {
+                message.clone()
+            }
+            ActorError::Payment(PaymentError::InvalidToken) => "Invalid payment token".into(),
+            ActorError::Payment(PaymentError::Unavailable(_))
+            | ActorError::Overloaded { .. }
+            | ActorError::Quarantined { .. }
+            | ActorError::Unavailable { .. }
+            | ActorError::Timeout
+            | ActorError::ShuttingDown => "Service unavailable".into(),
+            ActorError::Crashed | ActorError::Internal(_) => "Something went wrong".into(),
+        }
+    }
+}
+
+impl From<StoreError> for ActorError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::VersionConflict { .. } | StoreError::Unavailable(_) | StoreError::InUse(_) => {
+                ActorError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                }
+            }
+            StoreError::EmailTaken | StoreError::Corrupt(_) => ActorError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// Who asked, for the transition history.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    pub request_id: Option<String>,
+}
+
+/// One entry of the admin live tail: a transition as it happens.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionNotice {
+    pub kind: EntityKind,
+    pub id: ObjectId,
+    pub transition: Transition,
+}
+
+/// Tuning of the runtime.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeConfig {
+    pub order_ttl: Duration,
+    pub directory: DirectoryConfig,
+    /// How long an actor call may take before the caller gets 503.
+    pub call_timeout: Duration,
+    /// How long past its deadline a reservation is trusted before the ticket asks its order.
+    pub hold_grace: Duration,
+    /// Whether the test-only crash hook is enabled.
+    pub test_hooks: bool,
+}
+
+/// The actor system of one node and the ports it uses.
+pub struct Runtime {
+    pub config: RuntimeConfig,
+    pub store: Arc<dyn Store>,
+    pub timers: Arc<dyn Timers>,
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub metrics: Arc<Metrics>,
+    pub ids: IdGenerator,
+    pub tickets: EntityTable<TicketActor>,
+    pub orders: EntityTable<OrderActor>,
+    pub tail: broadcast::Sender<TransitionNotice>,
+    outbox_written: Notify,
+    commands_done: mpsc::UnboundedSender<u64>,
+    crash_hooks: Mutex<HashSet<(EntityKind, ObjectId)>>,
+    started: Instant,
+}
+
+impl Runtime {
+    /// Builds the runtime and the background work it needs (started by `BackgroundTasks::spawn`).
+    pub fn new(
+        config: RuntimeConfig,
+        store: Arc<dyn Store>,
+        timers: Arc<dyn Timers>,
+        gateway: Arc<dyn PaymentGateway>,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Runtime>, BackgroundTasks) {
+        let (commands_done, completed_commands) = mpsc::unbounded_channel();
+        let runtime = Arc::new_cyclic(|weak| Runtime {
+            config,
+            store,
+            timers,
+            gateway,
+            tickets: EntityTable::new(weak.clone(), config.directory, metrics.clone()),
+            orders: EntityTable::new(weak.clone(), config.directory, metrics.clone()),
+            metrics,
+            ids: IdGenerator::new(),
+            tail: broadcast::channel(1024).0,
+            outbox_written: Notify::new(),
+            commands_done,
+            crash_hooks: Mutex::new(HashSet::new()),
+            started: Instant::now(),
+        });
+        (runtime, BackgroundTasks::new(completed_commands))
+    }
+
+    /// How long the runtime has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    // ---- operations the HTTP layer calls -------------------------------------------------
+
+    /// Puts a new ticket on sale.
+    pub async fn create_ticket(
+        &self,
+        owner: UserId,
+        title: Title,
+        price: Price,
+        context: RequestContext,
+    ) -> Result<Ticket, ActorError> {
+        let id = self.ids.next();
+        self.tickets
+            .call(
+                id,
+                |reply| TicketMsg::Create {
+                    title,
+                    price,
+                    owner,
+                    context,
+                    reply,
+                },
+                self.config.call_timeout,
+            )
+            .await
+    }
+
+    /// The current state of a ticket.
+    pub async fn get_ticket(&self, id: TicketId) -> Result<Ticket, ActorError> {
+        self.tickets
+            .call(id.0, |reply| TicketMsg::Get { reply }, self.config.call_timeout)
+            .await
+    }
+
+    /// Changes a ticket's title and price as its owner.
+    pub async fn update_ticket(
+        &self,
+        id: TicketId,
+        by: UserId,
+        title: Title,
+        price: Price,
+        context: RequestContext,
+    ) -> Result<Ticket, ActorError> {
+        self.tickets
+            .call(
+                id.0,
+                |reply| TicketMsg::Update {
+                    by,
+                    title,
+                    price,
+                    context,
+                    reply,
+                },
+                self.config.call_timeout,
+            )
+            .await
+    }
+
+    /// Orders a ticket for `user`.
+    pub async fn create_order(
+        &self,
+        user: UserId,
+        ticket_id: TicketId,
+        context: RequestContext,
+    ) -> Result<Order, ActorError> {
+        let id = self.ids.next();
+        self.orders
+            .call(
+                id,
+                |reply| OrderMsg::Create {
+                    user,
+                    ticket_id,
+                    context,
+                    reply,
+                },
+                self.config.call_timeout * 2,
+            )
+            .await
+    }
+
+    /// The current state of an order.
+    pub async fn get_order(&self, id: OrderId) -> Result<Order, ActorError> {
+        self.orders
+            .call(id.0, |reply| OrderMsg::Get { reply }, self.config.call_timeout)
+            .await
+    }
+
+    /// Cancels an order as its owner.
+    pub async fn cancel_order(
+        &self,
+        id: OrderId,
+        by: UserId,
+        context: RequestContext,
+    ) -> Result<Order, ActorError> {
+        self.orders
+            .call(
+                id.0,
+                |reply| OrderMsg::Cancel { by, context, reply },
+                self.config.call_timeout * 2,
+            )
+            .await
+    }
+
+    /// Pays an order as its owner.
+    pub async fn pay_order(
+        &self,
+        id: OrderId,
+        by: UserId,
+        token: String,
+        client_key: Option<String>,
+        context: RequestContext,
+    ) -> Result<Payment, ActorError> {
+        self.orders
+            .call(
+                id.0,
+                |reply| OrderMsg::Pay {
+                    by,
+                    token,
+                    client_key,
+                    context,
+                    reply,
+                },
+                // The charge itself may take the gateway's whole timeout, twice.
+                self.config.call_timeout * 4,
+            )
+            .await
+    }
+
+    // ---- what actors share -----------------------------------------------------------------
+
+    /// Commits a unit of work and wakes the outbox relay.
+    pub(crate) async fn persist(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError> {
+        let has_events = !unit.events.is_empty();
+        let started = Instant::now();
+        let receipt = self.store.commit(unit).await?;
+        self.metrics.store_commits.inc();
+        self.metrics
+            .store_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        if has_events {
+            self.outbox_written.notify_one();
+        }
+        Ok(receipt)
+    }
+
+    /// Arms or disarms an entity's timer to match its persisted deadline.
+    pub(crate) async fn sync_timer(&self, kind: DeadlineKind, entity: ObjectId, due: Option<Timestamp>) {
+        let key = TimerKey { kind, entity };
+        let result = match due {
+            Some(due) => self.timers.arm(key, due).await,
+            None => self.timers.disarm(key).await,
+        };
+        if let Err(error) = result {
+            // The deadline is in the store; the timer is re-armed when the index is rebuilt.
+            tracing::warn!(entity = %entity, error = %error, "timer index update failed");
+        }
+    }
+
+    /// Delivers an outbox command now; if that fails it stays pending (when it has an outbox id)
+    /// and is redelivered.
+    pub(crate) async fn deliver(&self, command_id: Option<u64>, command: Command) {
+        let result = match command {
+            Command::ReleaseTicket { ticket_id, order_id } => {
+                self.tickets
+                    .call(
+                        ticket_id.0,
+                        |reply| TicketMsg::Release {
+                            order_id,
+                            context: RequestContext::default(),
+                            reply,
+                        },
+                        self.config.call_timeout,
+                    )
+                    .await
+            }
+            Command::MarkTicketSold { ticket_id, order_id } => {
+                self.tickets
+                    .call(
+                        ticket_id.0,
+                        |reply| TicketMsg::MarkSold {
+                            order_id,
+                            context: RequestContext::default(),
+                            reply,
+                        },
+                        self.config.call_timeout,
+                    )
+                    .await
+            }
+        };
+        match result {
+            Ok(()) | Err(ActorError::NotFound) => {
+                if let Some(command_id) = command_id {
+                    let _ = self.commands_done.send(command_id);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(command = ?command, error = %error, "command delivery failed; it will be redelivered");
+            }
+        }
+    }
+
+    /// Shows a transition on the live tail.
+    pub(crate) fn announce(&self, kind: EntityKind, id: ObjectId, transition: &Transition) {
+        let _ = self.tail.send(TransitionNotice {
+            kind,
+            id,
+            transition: transition.clone(),
+        });
+    }
+
+    /// Arms the test-only crash hook: the next message `id` handles panics.
+    pub fn arm_crash(&self, kind: EntityKind, id: ObjectId) -> bool {
+        if !self.config.test_hooks {
+            return false;
+        }
+        self.crash_hooks
+            .lock()
+            .map(|mut hooks| hooks.insert((kind, id)))
+            .unwrap_or(false);
+        true
+    }
+
+    /// Panics if the crash hook is armed for this entity (test builds of behaviour only).
+    pub(crate) fn crash_if_armed(&self, kind: EntityKind, id: ObjectId) {
+        if self.config.test_hooks
+            && self
+                .crash_hooks
+                .lock()
+                .map(|mut hooks| hooks.remove(&(kind, id)))
+                .unwrap_or(false)
+        {
+            panic!("crash injected by the test hook into {kind} {id}");
+        }
+    }
+
+    /// Drains and stops every actor.
+    pub async fn shutdown(&self) {
+        let deadline = Duration::from_secs(10);
+        self.orders.shutdown(deadline).await;
+        self.tickets.shutdown(deadline).await;
+    }
+}
+
+/// Builds the transition record of a persisted change.
+pub(crate) fn transition(
+    message: &str,
+    context: &RequestContext,
+    from: &str,
+    to: &str,
+    version: u64,
+    events: &[crate::domain::DomainEvent],
+) -> Transition {
+    Transition {
+        at: crate::clock::now(),
+        message: message.to_string(),
+        request_id: context.request_id.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        version,
+        events: events.iter().map(|event| event.id()).collect(),
+    }
+}

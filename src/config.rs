@@ -1,0 +1,248 @@
+//! The command line: one clap derive struct per command, every flag with a `BOXOFFICE_*`
+//! environment twin (the JWT key is `JWT_KEY`).
+//!
+//! Owns flag names, defaults and validation. Secrets are never printed: clap hides their values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// BoxOffice: a ticketing platform where every ticket and order is a supervised actor.
+#[derive(Debug, Parser)]
+#[command(name = "boxoffice", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs a node (the embedded single-node default without --nats/--mongo/--redis).
+    Serve(Box<ServeArgs>),
+    /// Exits 0 when the local node's /healthz answers 200.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// A role a node can run; each adds its routes and workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Auth,
+    Tickets,
+    Orders,
+    Payments,
+    Expiration,
+}
+
+impl Role {
+    /// Every role, in start order.
+    pub const ALL: [Role; 5] = [
+        Role::Auth,
+        Role::Tickets,
+        Role::Orders,
+        Role::Payments,
+        Role::Expiration,
+    ];
+
+    /// The role's name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Auth => "auth",
+            Role::Tickets => "tickets",
+            Role::Orders => "orders",
+            Role::Payments => "payments",
+            Role::Expiration => "expiration",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// `--roles` entries: a role, or `all`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleSelection(pub Vec<Role>);
+
+impl FromStr for RoleSelection {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim().to_ascii_lowercase();
+        if text == "all" {
+            return Ok(RoleSelection(Role::ALL.to_vec()));
+        }
+        Role::ALL
+            .iter()
+            .find(|role| role.as_str() == text)
+            .map(|role| RoleSelection(vec![*role]))
+            .ok_or_else(|| {
+                format!("unknown role {text:?}; valid roles: all, auth, tickets, orders, payments, expiration")
+            })
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| format!("{error} (use e.g. 90s, 2m, 15m)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(value) if value > 0 => Ok(value),
+        _ => Err("must be a whole number above zero".into()),
+    }
+}
+
+fn parse_shards(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(value) if (1..=65_536).contains(&value) => Ok(value),
+        _ => Err("must be a whole number from 1 to 65536".into()),
+    }
+}
+
+/// Flags of `boxoffice serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    #[arg(long, env = "BOXOFFICE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store, JWT key and admin token.
+    #[arg(long, env = "BOXOFFICE_DATA_DIR", default_value = "./boxoffice-data")]
+    pub data_dir: PathBuf,
+    /// How long an unpaid order holds its ticket (90s, 2m, 15m).
+    #[arg(long, env = "BOXOFFICE_ORDER_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub order_ttl: Duration,
+    /// Roles to run: all, or a comma-separated list of auth,tickets,orders,payments,expiration.
+    #[arg(long, env = "BOXOFFICE_ROLES", default_value = "all", value_delimiter = ',')]
+    pub roles: Vec<RoleSelection>,
+    /// NATS URL (cluster mode; with --mongo and --redis).
+    #[arg(long, env = "BOXOFFICE_NATS")]
+    pub nats: Option<String>,
+    /// MongoDB URL (cluster mode).
+    #[arg(long, env = "BOXOFFICE_MONGO")]
+    pub mongo: Option<String>,
+    /// Redis URL (cluster mode).
+    #[arg(long, env = "BOXOFFICE_REDIS")]
+    pub redis: Option<String>,
+    /// Stripe secret key; without it the built-in sandbox gateway takes payments.
+    #[arg(long, env = "BOXOFFICE_STRIPE_KEY", hide_env_values = true)]
+    pub stripe_key: Option<String>,
+    /// Stripe API base URL.
+    #[arg(long, env = "BOXOFFICE_STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+    pub stripe_api_base: String,
+    /// Token for /admin/api (generated and kept in the data dir when absent).
+    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// JWT signing key (generated and kept in the data dir when absent).
+    #[arg(long = "jwt-key", env = "JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+    /// Mark the session cookie Secure (behind HTTPS).
+    #[arg(long, env = "BOXOFFICE_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// How long a session token is valid.
+    #[arg(long, env = "BOXOFFICE_SESSION_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+    /// Shards per entity kind (fixed at cluster creation).
+    #[arg(long, env = "BOXOFFICE_SHARDS", default_value = "256", value_parser = parse_shards)]
+    pub shards: usize,
+    /// Shard lease time to live (cluster mode).
+    #[arg(long, env = "BOXOFFICE_LEASE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// Members to wait for before taking shards (cluster mode).
+    #[arg(long, env = "BOXOFFICE_MIN_MEMBERS", default_value = "1", value_parser = parse_positive)]
+    pub min_members: usize,
+    /// This node's id (default: host name and a random suffix).
+    #[arg(long, env = "BOXOFFICE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Address other nodes and the admin page show for this node (default: the bound address).
+    #[arg(long, env = "BOXOFFICE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// MongoDB database name (cluster mode).
+    #[arg(long, env = "BOXOFFICE_MONGO_DB", default_value = "boxoffice")]
+    pub mongo_db: String,
+    /// Idle time after which an actor is stopped to free memory.
+    #[arg(long, env = "BOXOFFICE_PASSIVATE_AFTER", default_value = "2m", value_parser = parse_duration)]
+    pub passivate_after: Duration,
+    /// Requests queued per actor beyond which new ones get 503 with Retry-After.
+    #[arg(long, env = "BOXOFFICE_MAILBOX_LIMIT", default_value = "1000", value_parser = parse_positive)]
+    pub mailbox_limit: usize,
+    /// Live actors per kind above which the idlest are passivated early.
+    #[arg(long, env = "BOXOFFICE_MAX_LIVE_ACTORS", default_value = "200000", value_parser = parse_positive)]
+    pub max_live_actors: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "BOXOFFICE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Enables the test-only crash hook on /admin/api/test (never in production).
+    #[arg(long, env = "BOXOFFICE_ENABLE_TEST_HOOKS", hide = true)]
+    pub enable_test_hooks: bool,
+}
+
+impl ServeArgs {
+    /// The selected roles, each once, in start order.
+    pub fn roles(&self) -> Vec<Role> {
+        Role::ALL
+            .into_iter()
+            .filter(|role| self.roles.iter().any(|selection| selection.0.contains(role)))
+            .collect()
+    }
+
+    /// True when any cluster flag is given.
+    pub fn is_cluster(&self) -> bool {
+        self.nats.is_some() || self.mongo.is_some() || self.redis.is_some()
+    }
+}
+
+/// Flags of `boxoffice healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL of the node's /healthz (default: derived from BOXOFFICE_LISTEN).
+    #[arg(long, env = "BOXOFFICE_HEALTHCHECK_URL")]
+    pub url: Option<String>,
+}
+
+impl HealthcheckArgs {
+    /// The URL to ask.
+    pub fn url(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let listen = std::env::var("BOXOFFICE_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+        let address = listen
+            .replace("0.0.0.0", "127.0.0.1")
+            .replace("[::]", "[::1]");
+        format!("http://{address}/healthz")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_all_and_lists() {
+        let cli = Cli::try_parse_from(["boxoffice", "serve", "--roles", "orders,auth"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.roles(), vec![Role::Auth, Role::Orders]);
+        let cli = Cli::try_parse_from(["boxoffice", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.roles(), Role::ALL.to_vec());
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--roles", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_limits_are_checked() {
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--order-ttl", "90s"]).is_ok());
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--order-ttl", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--order-ttl", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--mailbox-limit", "0"]).is_err());
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--listen", "nowhere"]).is_err());
+    }
+}

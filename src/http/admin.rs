@@ -1,0 +1,280 @@
+//! `/admin/api`: actor inspection for operators, behind the admin token.
+//!
+//! Owns the admin API: the node and its shards, live actors, one actor's state and last
+//! transitions (read from the store, so looking never activates or stalls an actor), the event
+//! log and the live tail. Every route needs `Authorization: Bearer <admin token>`; anything
+//! else gets 401 and learns nothing. Responses never carry secrets (no password hashes, keys
+//! or tokens).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::store_error;
+use super::error::ApiError;
+use super::orders::order_json;
+use super::tickets::ticket_json;
+use crate::actors::EntityKind;
+use crate::domain::{ObjectId, OrderId, TicketId};
+
+/// The admin API routes.
+pub fn router(state: AppState) -> Router<AppState> {
+    let mut api = Router::new()
+        .route("/admin/api/cluster", get(cluster))
+        .route("/admin/api/shard-moves", get(shard_moves))
+        .route("/admin/api/events", get(events))
+        .route("/admin/api/tail", get(tail))
+        .route("/admin/api/actors", get(actors))
+        .route("/admin/api/actors/{kind}/{id}", get(actor));
+    if state.runtime.config.test_hooks {
+        api = api.route("/admin/api/test/crash/{kind}/{id}", post(arm_crash));
+    }
+    api.route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    let mut difference = u8::from(left.len() != right.len());
+    for index in 0..left.len().max(right.len()) {
+        let a = left.get(index).copied().unwrap_or(0);
+        let b = right.get(index).copied().unwrap_or(0xff);
+        difference |= a ^ b;
+    }
+    difference == 0
+}
+
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes()) {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+async fn cluster(State(state): State<AppState>) -> Response {
+    let node = &state.node;
+    let now = crate::clock::now();
+    let mut shards = Vec::new();
+    for kind in [EntityKind::Ticket, EntityKind::Order] {
+        for shard in 0..state.runtime.config.directory.shards {
+            shards.push(json!({"kind": kind, "shard": shard, "owner": node.id, "epoch": 1}));
+        }
+    }
+    axum::Json(json!({
+        "nodes": [{
+            "id": node.id,
+            "address": node.address,
+            "roles": node.roles,
+            "startedAt": node.started_at.to_iso8601(),
+            "lastHeartbeat": now.to_iso8601(),
+        }],
+        "shards": shards,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn shard_moves(Query(query): Query<LimitQuery>) -> Response {
+    // One node owns every shard from start to stop: no shard ever moves.
+    let _ = query.limit;
+    axum::Json(json!({ "moves": [] })).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn events(State(state): State<AppState>, Query(query): Query<EventsQuery>) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let page = state
+        .store
+        .events_after(query.after.unwrap_or(0), limit)
+        .await
+        .map_err(store_error)?;
+    let next = (page.len() == limit).then(|| page.last().map(|event| event.seq)).flatten();
+    let events: Vec<Value> = page
+        .iter()
+        .map(|event| {
+            json!({"seq": event.seq, "id": event.id, "name": event.name, "at": event.at.to_iso8601(), "data": event.data})
+        })
+        .collect();
+    Ok(axum::Json(json!({ "events": events, "next": next })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ActorsQuery {
+    kind: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn actors(State(state): State<AppState>, Query(query): Query<ActorsQuery>) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(ObjectId::parse(text).map_err(|_| ApiError::bad_request("after must be an id"))?),
+    };
+    let kinds = match query.kind.as_deref() {
+        None => vec![EntityKind::Ticket, EntityKind::Order],
+        Some(text) => vec![text.parse().map_err(|()| ApiError::bad_request("kind must be ticket or order"))?],
+    };
+    let mut live = Vec::new();
+    for kind in kinds {
+        live.extend(match kind {
+            EntityKind::Ticket => state.runtime.tickets.list_live(after, limit + 1).await,
+            EntityKind::Order => state.runtime.orders.list_live(after, limit + 1).await,
+        });
+    }
+    live.sort_by_key(|actor| actor.id);
+    let has_more = live.len() > limit;
+    live.truncate(limit);
+    let next = if has_more { live.last().map(|actor| actor.id.to_string()) } else { None };
+    let actors: Vec<Value> = live
+        .iter()
+        .map(|actor| {
+            json!({
+                "kind": actor.kind, "id": actor.id, "node": state.node.id, "shard": actor.shard,
+                "status": actor.snapshot.status, "version": actor.snapshot.version,
+                "mailboxDepth": actor.mailbox_depth, "restarts": actor.restarts,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "actors": actors, "next": next })).into_response())
+}
+
+async fn actor(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kind: EntityKind = kind.parse().map_err(|()| ApiError::not_found())?;
+    let id = ObjectId::parse(&id).map_err(|_| ApiError::not_found())?;
+    let (info, view) = match kind {
+        EntityKind::Ticket => {
+            let record = state.store.load_ticket(TicketId(id)).await.map_err(store_error)?;
+            let record = record.ok_or_else(ApiError::not_found)?;
+            (
+                state.runtime.tickets.info(id).await,
+                (record.state.version, ticket_json(&record.state), record.transitions),
+            )
+        }
+        EntityKind::Order => {
+            let record = state.store.load_order(OrderId(id)).await.map_err(store_error)?;
+            let record = record.ok_or_else(ApiError::not_found)?;
+            (
+                state.runtime.orders.info(id).await,
+                (record.state.version, order_json(&record.state), record.transitions),
+            )
+        }
+    };
+    let (version, entity, transitions) = view;
+    let transitions: Vec<Value> = transitions
+        .iter()
+        .map(|t| {
+            json!({"at": t.at.to_iso8601(), "message": t.message, "requestId": t.request_id,
+                   "from": t.from, "to": t.to, "version": t.version, "events": t.events})
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "kind": kind,
+        "id": id,
+        "node": state.node.id,
+        "shard": info.shard,
+        "status": if info.active { "active" } else { "passivated" },
+        "version": version,
+        "state": entity,
+        "mailboxDepth": info.mailbox_depth,
+        "restarts": info.restarts,
+        "quarantined": info.quarantined,
+        "transitions": transitions,
+    }))
+    .into_response())
+}
+
+async fn tail(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut events = state.bus.subscribe("boxoffice.events.>", 1024);
+    let mut transitions = state.runtime.tail.subscribe();
+    let stream = async_stream_like(move |sender| async move {
+        loop {
+            let item = tokio::select! {
+                event = events.receiver.recv() => match event {
+                    Some(event) => Event::default().event("event").json_data(&event),
+                    None => return,
+                },
+                transition = transitions.recv() => match transition {
+                    Ok(notice) => Event::default().event("transition").json_data(&notice),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
+                        Ok(Event::default().event("lagged").data(skipped.to_string()))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let Ok(item) = item else { continue };
+            if sender.send(Ok(item)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Turns a producer task into a stream (the task ends when the client goes away).
+fn async_stream_like<F, Fut>(produce: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(produce(sender));
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+async fn arm_crash(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kind: EntityKind = kind.parse().map_err(|()| ApiError::not_found())?;
+    let id = ObjectId::parse(&id).map_err(|_| ApiError::not_found())?;
+    if state.runtime.arm_crash(kind, id) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares_tokens() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

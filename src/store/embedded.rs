@@ -1,0 +1,785 @@
+//! The embedded `Store`: one redb file in the data directory, written by one thread that groups
+//! concurrent commits into a single fsynced transaction.
+//!
+//! Owns the table layout and the group commit. Each unit of work is checked (version
+//! compare-and-set, unique email) before any of its writes are applied, so a refused unit leaves
+//! no trace while the others in its group commit. It must not block the async runtime: reads go
+//! through `spawn_blocking` and writes through the writer thread.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use async_trait::async_trait;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use super::{
+    Command, CommitReceipt, Deadline, DeadlineKind, EntityCounts, EntityWrite, Store, StoreError,
+    Stored, StoredEvent, UnitOfWork,
+};
+use crate::domain::{
+    Email, ObjectId, Order, OrderId, OrderStatus, Ticket, TicketId, Timestamp, User, UserId,
+};
+
+type Bytes = &'static [u8];
+
+const TICKETS: TableDefinition<Bytes, Bytes> = TableDefinition::new("tickets");
+const ORDERS: TableDefinition<Bytes, Bytes> = TableDefinition::new("orders");
+const USERS: TableDefinition<Bytes, Bytes> = TableDefinition::new("users");
+const USERS_BY_EMAIL: TableDefinition<&str, Bytes> = TableDefinition::new("users_by_email");
+const AVAILABLE_TICKETS: TableDefinition<Bytes, ()> = TableDefinition::new("available_tickets");
+const ORDERS_BY_USER: TableDefinition<Bytes, ()> = TableDefinition::new("orders_by_user");
+const ORDERS_AWAITING_PAYMENT: TableDefinition<Bytes, ()> =
+    TableDefinition::new("orders_awaiting_payment");
+const DEADLINES: TableDefinition<Bytes, ()> = TableDefinition::new("deadlines");
+const EVENTS: TableDefinition<u64, Bytes> = TableDefinition::new("events");
+const COMMANDS: TableDefinition<u64, Bytes> = TableDefinition::new("commands");
+const PAYMENTS: TableDefinition<Bytes, Bytes> = TableDefinition::new("payments");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const NEXT_EVENT_SEQ: &str = "next_event_seq";
+const NEXT_COMMAND_ID: &str = "next_command_id";
+const PUBLISHED_SEQ: &str = "published_seq";
+
+/// How many queued operations one transaction takes at most.
+const GROUP_LIMIT: usize = 256;
+
+/// The embedded store; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    database: Arc<Database>,
+    writer: std_mpsc::Sender<WriteRequest>,
+}
+
+enum WriteOperation {
+    Commit(UnitOfWork),
+    InsertUser(User),
+    SetPublishedSeq(u64),
+}
+
+enum WriteOutcome {
+    Committed(CommitReceipt),
+    Done,
+}
+
+struct WriteRequest {
+    operation: WriteOperation,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `boxoffice.redb` in `data_dir`, refusing a directory another process
+    /// has open.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            StoreError::Unavailable(format!("cannot create {}: {error}", data_dir.display()))
+        })?;
+        let path = data_dir.join("boxoffice.redb");
+        let database = match Database::create(&path) {
+            Ok(database) => database,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(data_dir.display().to_string()));
+            }
+            Err(error) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot open {}: {error}",
+                    path.display()
+                )));
+            }
+        };
+        let database = Arc::new(database);
+        create_tables(&database)?;
+        let (writer, requests) = std_mpsc::channel();
+        let writer_database = database.clone();
+        std::thread::Builder::new()
+            .name("boxoffice-store-writer".into())
+            .spawn(move || run_writer(&writer_database, &requests))
+            .map_err(|error| StoreError::Unavailable(format!("cannot start writer: {error}")))?;
+        Ok(EmbeddedStore { database, writer })
+    }
+
+    async fn write(&self, operation: WriteOperation) -> Result<WriteOutcome, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.writer
+            .send(WriteRequest { operation, reply })
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let database = self.database.clone();
+        tokio::task::spawn_blocking(move || {
+            let transaction = database.begin_read().map_err(unavailable)?;
+            read(&transaction)
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("read task failed: {error}")))?
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(corrupt)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+/// Entity values are the version (8 bytes, big endian) followed by the JSON record, so a
+/// compare-and-set reads the version without parsing the record.
+fn encode_entity<T: Serialize>(version: u64, record: &T) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = version.to_be_bytes().to_vec();
+    bytes.extend(encode(record)?);
+    Ok(bytes)
+}
+
+fn entity_version(bytes: &[u8]) -> Result<u64, StoreError> {
+    let prefix: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|slice| slice.try_into().ok())
+        .ok_or_else(|| corrupt("entity shorter than its version"))?;
+    Ok(u64::from_be_bytes(prefix))
+}
+
+fn decode_entity<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    decode(bytes.get(8..).ok_or_else(|| corrupt("entity without a record"))?)
+}
+
+fn deadline_key(due: Timestamp, kind: DeadlineKind, entity: ObjectId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(21);
+    key.extend(u64::try_from(due.millis().max(0)).unwrap_or(0).to_be_bytes());
+    key.push(match kind {
+        DeadlineKind::OrderExpiry => 0,
+        DeadlineKind::TicketReservation => 1,
+    });
+    key.extend(entity.bytes());
+    key
+}
+
+fn parse_deadline_key(key: &[u8]) -> Result<Deadline, StoreError> {
+    if key.len() != 21 {
+        return Err(corrupt("deadline key of the wrong length"));
+    }
+    let mut due = [0u8; 8];
+    due.copy_from_slice(&key[..8]);
+    let kind = match key[8] {
+        0 => DeadlineKind::OrderExpiry,
+        1 => DeadlineKind::TicketReservation,
+        other => return Err(corrupt(format!("unknown deadline kind {other}"))),
+    };
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&key[9..]);
+    let seconds = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    let random = [id[4], id[5], id[6], id[7], id[8]];
+    let counter = u32::from_be_bytes([0, id[9], id[10], id[11]]);
+    Ok(Deadline {
+        due: Timestamp::from_millis(i64::try_from(u64::from_be_bytes(due)).unwrap_or(i64::MAX)),
+        kind,
+        entity: ObjectId::from_parts(seconds, random, counter),
+    })
+}
+
+fn create_tables(database: &Database) -> Result<(), StoreError> {
+    let transaction = database.begin_write().map_err(unavailable)?;
+    {
+        transaction.open_table(TICKETS).map_err(unavailable)?;
+        transaction.open_table(ORDERS).map_err(unavailable)?;
+        transaction.open_table(USERS).map_err(unavailable)?;
+        transaction.open_table(USERS_BY_EMAIL).map_err(unavailable)?;
+        transaction.open_table(AVAILABLE_TICKETS).map_err(unavailable)?;
+        transaction.open_table(ORDERS_BY_USER).map_err(unavailable)?;
+        transaction
+            .open_table(ORDERS_AWAITING_PAYMENT)
+            .map_err(unavailable)?;
+        transaction.open_table(DEADLINES).map_err(unavailable)?;
+        transaction.open_table(EVENTS).map_err(unavailable)?;
+        transaction.open_table(COMMANDS).map_err(unavailable)?;
+        transaction.open_table(PAYMENTS).map_err(unavailable)?;
+        transaction.open_table(META).map_err(unavailable)?;
+    }
+    transaction.commit().map_err(unavailable)
+}
+
+/// The writer thread: takes every queued operation (up to `GROUP_LIMIT`), applies those that
+/// pass their checks in one transaction, commits (fsync) once, then answers each.
+fn run_writer(database: &Database, requests: &std_mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_LIMIT {
+            match requests.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        let mut outcomes = Vec::with_capacity(group.len());
+        let result = database.begin_write().map_err(unavailable).and_then(|transaction| {
+            for request in &group {
+                outcomes.push(apply(&transaction, &request.operation));
+            }
+            transaction.commit().map_err(unavailable)
+        });
+        match result {
+            Ok(()) => {
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "store commit failed");
+                for request in group {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::Unavailable(error.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies one operation inside the group's transaction; checks everything before writing
+/// anything, so a refused operation leaves no trace.
+fn apply(transaction: &WriteTransaction, operation: &WriteOperation) -> Result<WriteOutcome, StoreError> {
+    match operation {
+        WriteOperation::Commit(unit) => {
+            check_versions(transaction, unit)?;
+            apply_unit(transaction, unit).map(WriteOutcome::Committed)
+        }
+        WriteOperation::InsertUser(user) => {
+            let mut by_email = transaction.open_table(USERS_BY_EMAIL).map_err(unavailable)?;
+            if by_email.get(user.email.as_str()).map_err(unavailable)?.is_some() {
+                return Err(StoreError::EmailTaken);
+            }
+            let id = user.id.0.bytes();
+            by_email
+                .insert(user.email.as_str(), id.as_slice())
+                .map_err(unavailable)?;
+            let mut users = transaction.open_table(USERS).map_err(unavailable)?;
+            users
+                .insert(id.as_slice(), encode(user)?.as_slice())
+                .map_err(unavailable)?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOperation::SetPublishedSeq(seq) => {
+            let mut meta = transaction.open_table(META).map_err(unavailable)?;
+            let current = meta.get(PUBLISHED_SEQ).map_err(unavailable)?.map(|v| v.value());
+            if current.is_none_or(|current| current < *seq) {
+                meta.insert(PUBLISHED_SEQ, *seq).map_err(unavailable)?;
+            }
+            Ok(WriteOutcome::Done)
+        }
+    }
+}
+
+fn check_versions(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<(), StoreError> {
+    for write in &unit.writes {
+        let (table, id, expected) = match write {
+            EntityWrite::Ticket {
+                expected_version,
+                record,
+            } => (TICKETS, record.state.id.0, *expected_version),
+            EntityWrite::Order {
+                expected_version,
+                record,
+            } => (ORDERS, record.state.id.0, *expected_version),
+        };
+        let table = transaction.open_table(table).map_err(unavailable)?;
+        let found = match table.get(id.bytes().as_slice()).map_err(unavailable)? {
+            Some(value) => Some(entity_version(value.value())?),
+            None => None,
+        };
+        if found != expected {
+            return Err(StoreError::VersionConflict {
+                entity: id.to_string(),
+                expected,
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn apply_unit(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<CommitReceipt, StoreError> {
+    let mut deadlines = transaction.open_table(DEADLINES).map_err(unavailable)?;
+    for write in &unit.writes {
+        match write {
+            EntityWrite::Ticket { record, .. } => {
+                let ticket = &record.state;
+                let key = ticket.id.0.bytes();
+                let mut tickets = transaction.open_table(TICKETS).map_err(unavailable)?;
+                let previous: Option<Stored<Ticket>> = match tickets.get(key.as_slice()).map_err(unavailable)? {
+                    Some(value) => Some(decode_entity(value.value())?),
+                    None => None,
+                };
+                tickets
+                    .insert(key.as_slice(), encode_entity(ticket.version, record)?.as_slice())
+                    .map_err(unavailable)?;
+                let mut available = transaction.open_table(AVAILABLE_TICKETS).map_err(unavailable)?;
+                if ticket.is_available() {
+                    available.insert(key.as_slice(), ()).map_err(unavailable)?;
+                } else {
+                    available.remove(key.as_slice()).map_err(unavailable)?;
+                }
+                let old = previous.and_then(|p| p.state.deadline());
+                replace_deadline(
+                    &mut deadlines,
+                    DeadlineKind::TicketReservation,
+                    ticket.id.0,
+                    old,
+                    ticket.deadline(),
+                )?;
+            }
+            EntityWrite::Order { record, .. } => {
+                let order = &record.state;
+                let key = order.id.0.bytes();
+                let mut orders = transaction.open_table(ORDERS).map_err(unavailable)?;
+                let previous: Option<Stored<Order>> = match orders.get(key.as_slice()).map_err(unavailable)? {
+                    Some(value) => Some(decode_entity(value.value())?),
+                    None => None,
+                };
+                orders
+                    .insert(key.as_slice(), encode_entity(order.version, record)?.as_slice())
+                    .map_err(unavailable)?;
+                if previous.is_none() {
+                    let mut by_user = transaction.open_table(ORDERS_BY_USER).map_err(unavailable)?;
+                    let mut index = order.user_id.0.bytes().to_vec();
+                    index.extend(key);
+                    by_user.insert(index.as_slice(), ()).map_err(unavailable)?;
+                }
+                let mut awaiting = transaction
+                    .open_table(ORDERS_AWAITING_PAYMENT)
+                    .map_err(unavailable)?;
+                if order.status == OrderStatus::AwaitingPayment {
+                    awaiting.insert(key.as_slice(), ()).map_err(unavailable)?;
+                } else {
+                    awaiting.remove(key.as_slice()).map_err(unavailable)?;
+                }
+                let old = previous.and_then(|p| p.state.deadline());
+                replace_deadline(
+                    &mut deadlines,
+                    DeadlineKind::OrderExpiry,
+                    order.id.0,
+                    old,
+                    order.deadline(),
+                )?;
+            }
+        }
+    }
+
+    let mut meta = transaction.open_table(META).map_err(unavailable)?;
+    let mut receipt = CommitReceipt::default();
+    if !unit.events.is_empty() {
+        let mut events = transaction.open_table(EVENTS).map_err(unavailable)?;
+        let mut seq = meta.get(NEXT_EVENT_SEQ).map_err(unavailable)?.map_or(1, |v| v.value());
+        let at = crate::clock::now();
+        for event in &unit.events {
+            let stored = StoredEvent {
+                seq,
+                id: event.id(),
+                name: event.name().to_string(),
+                at,
+                data: event.payload(),
+            };
+            events
+                .insert(seq, encode(&stored)?.as_slice())
+                .map_err(unavailable)?;
+            receipt.last_event_seq = seq;
+            seq += 1;
+        }
+        meta.insert(NEXT_EVENT_SEQ, seq).map_err(unavailable)?;
+    }
+    let mut commands = transaction.open_table(COMMANDS).map_err(unavailable)?;
+    if !unit.commands.is_empty() {
+        let mut id = meta.get(NEXT_COMMAND_ID).map_err(unavailable)?.map_or(1, |v| v.value());
+        for command in &unit.commands {
+            commands
+                .insert(id, encode(command)?.as_slice())
+                .map_err(unavailable)?;
+            receipt.command_ids.push(id);
+            id += 1;
+        }
+        meta.insert(NEXT_COMMAND_ID, id).map_err(unavailable)?;
+    }
+    for done in &unit.commands_done {
+        commands.remove(*done).map_err(unavailable)?;
+    }
+    if !unit.payments.is_empty() {
+        let mut payments = transaction.open_table(PAYMENTS).map_err(unavailable)?;
+        for payment in &unit.payments {
+            payments
+                .insert(payment.id.0.bytes().as_slice(), encode(payment)?.as_slice())
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(receipt)
+}
+
+fn replace_deadline(
+    deadlines: &mut redb::Table<Bytes, ()>,
+    kind: DeadlineKind,
+    entity: ObjectId,
+    old: Option<Timestamp>,
+    new: Option<Timestamp>,
+) -> Result<(), StoreError> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        deadlines
+            .remove(deadline_key(old, kind, entity).as_slice())
+            .map_err(unavailable)?;
+    }
+    if let Some(new) = new {
+        deadlines
+            .insert(deadline_key(new, kind, entity).as_slice(), ())
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+fn load_entity<T: DeserializeOwned>(
+    transaction: &redb::ReadTransaction,
+    table: TableDefinition<Bytes, Bytes>,
+    id: ObjectId,
+) -> Result<Option<T>, StoreError> {
+    let table = transaction.open_table(table).map_err(unavailable)?;
+    match table.get(id.bytes().as_slice()).map_err(unavailable)? {
+        Some(value) => decode_entity(value.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError> {
+        match self.write(WriteOperation::Commit(unit)).await? {
+            WriteOutcome::Committed(receipt) => Ok(receipt),
+            WriteOutcome::Done => Ok(CommitReceipt::default()),
+        }
+    }
+
+    async fn load_ticket(&self, id: TicketId) -> Result<Option<Stored<Ticket>>, StoreError> {
+        self.read(move |transaction| load_entity(transaction, TICKETS, id.0))
+            .await
+    }
+
+    async fn load_order(&self, id: OrderId) -> Result<Option<Stored<Order>>, StoreError> {
+        self.read(move |transaction| load_entity(transaction, ORDERS, id.0))
+            .await
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        self.write(WriteOperation::InsertUser(user.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let email = email.clone();
+        self.read(move |transaction| {
+            let by_email = transaction.open_table(USERS_BY_EMAIL).map_err(unavailable)?;
+            let Some(id) = by_email.get(email.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let users = transaction.open_table(USERS).map_err(unavailable)?;
+            match users.get(id.value()).map_err(unavailable)? {
+                Some(user) => decode(user.value()).map(Some),
+                None => Err(corrupt("email index points at no user")),
+            }
+        })
+        .await
+    }
+
+    async fn list_available_tickets(
+        &self,
+        after: Option<TicketId>,
+        limit: usize,
+    ) -> Result<Vec<Ticket>, StoreError> {
+        self.read(move |transaction| {
+            let available = transaction.open_table(AVAILABLE_TICKETS).map_err(unavailable)?;
+            let tickets = transaction.open_table(TICKETS).map_err(unavailable)?;
+            let start = after.map(|id| id.0.bytes());
+            let range = match &start {
+                Some(start) => available.range::<&[u8]>((
+                    std::ops::Bound::Excluded(start.as_slice()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => available.range::<&[u8]>(..),
+            }
+            .map_err(unavailable)?;
+            let mut page = Vec::new();
+            for entry in range.take(limit) {
+                let (key, _) = entry.map_err(unavailable)?;
+                let value = tickets
+                    .get(key.value())
+                    .map_err(unavailable)?
+                    .ok_or_else(|| corrupt("available index points at no ticket"))?;
+                let record: Stored<Ticket> = decode_entity(value.value())?;
+                page.push(record.state);
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn list_orders_of_user(&self, user: UserId) -> Result<Vec<Order>, StoreError> {
+        self.read(move |transaction| {
+            let by_user = transaction.open_table(ORDERS_BY_USER).map_err(unavailable)?;
+            let orders = transaction.open_table(ORDERS).map_err(unavailable)?;
+            let prefix = user.0.bytes();
+            let mut end = prefix.to_vec();
+            end.extend([0xff; 12]);
+            let mut list = Vec::new();
+            for entry in by_user
+                .range::<&[u8]>(prefix.as_slice()..=end.as_slice())
+                .map_err(unavailable)?
+            {
+                let (key, _) = entry.map_err(unavailable)?;
+                let order_key = &key.value()[12..];
+                let value = orders
+                    .get(order_key)
+                    .map_err(unavailable)?
+                    .ok_or_else(|| corrupt("user index points at no order"))?;
+                let record: Stored<Order> = decode_entity(value.value())?;
+                list.push(record.state);
+            }
+            list.sort_by_key(|order| (order.created_at, order.id));
+            Ok(list)
+        })
+        .await
+    }
+
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |transaction| {
+            let events = transaction.open_table(EVENTS).map_err(unavailable)?;
+            let mut page = Vec::new();
+            for entry in events
+                .range(after.saturating_add(1)..)
+                .map_err(unavailable)?
+                .take(limit)
+            {
+                let (_, value) = entry.map_err(unavailable)?;
+                page.push(decode(value.value())?);
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn published_seq(&self) -> Result<u64, StoreError> {
+        self.read(|transaction| {
+            let meta = transaction.open_table(META).map_err(unavailable)?;
+            Ok(meta
+                .get(PUBLISHED_SEQ)
+                .map_err(unavailable)?
+                .map_or(0, |value| value.value()))
+        })
+        .await
+    }
+
+    async fn set_published_seq(&self, seq: u64) -> Result<(), StoreError> {
+        self.write(WriteOperation::SetPublishedSeq(seq))
+            .await
+            .map(|_| ())
+    }
+
+    async fn pending_commands(&self, limit: usize) -> Result<Vec<(u64, Command)>, StoreError> {
+        self.read(move |transaction| {
+            let commands = transaction.open_table(COMMANDS).map_err(unavailable)?;
+            let mut pending = Vec::new();
+            for entry in commands.iter().map_err(unavailable)?.take(limit) {
+                let (id, value) = entry.map_err(unavailable)?;
+                pending.push((id.value(), decode(value.value())?));
+            }
+            Ok(pending)
+        })
+        .await
+    }
+
+    async fn deadlines(&self) -> Result<Vec<Deadline>, StoreError> {
+        self.read(|transaction| {
+            let deadlines = transaction.open_table(DEADLINES).map_err(unavailable)?;
+            let mut all = Vec::new();
+            for entry in deadlines.iter().map_err(unavailable)? {
+                let (key, _) = entry.map_err(unavailable)?;
+                all.push(parse_deadline_key(key.value())?);
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn orders_awaiting_payment(&self) -> Result<Vec<Order>, StoreError> {
+        self.read(|transaction| {
+            let awaiting = transaction
+                .open_table(ORDERS_AWAITING_PAYMENT)
+                .map_err(unavailable)?;
+            let orders = transaction.open_table(ORDERS).map_err(unavailable)?;
+            let mut list = Vec::new();
+            for entry in awaiting.iter().map_err(unavailable)? {
+                let (key, _) = entry.map_err(unavailable)?;
+                if let Some(value) = orders.get(key.value()).map_err(unavailable)? {
+                    let record: Stored<Order> = decode_entity(value.value())?;
+                    list.push(record.state);
+                }
+            }
+            Ok(list)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<EntityCounts, StoreError> {
+        self.read(|transaction| {
+            let tickets = transaction.open_table(TICKETS).map_err(unavailable)?;
+            let orders = transaction.open_table(ORDERS).map_err(unavailable)?;
+            Ok(EntityCounts {
+                tickets: tickets.len().map_err(unavailable)?,
+                orders: orders.len().map_err(unavailable)?,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Price, Title};
+
+    fn id(n: u32) -> ObjectId {
+        ObjectId::from_parts(n, [3; 5], n)
+    }
+
+    fn ticket(n: u32) -> Stored<Ticket> {
+        let change = Ticket::create(
+            TicketId(id(n)),
+            Title::parse("show").unwrap(),
+            Price::from_cents(100).unwrap(),
+            UserId(id(1000)),
+        );
+        Stored::new(change.state)
+    }
+
+    fn unit(write: EntityWrite) -> UnitOfWork {
+        UnitOfWork {
+            writes: vec![write],
+            ..UnitOfWork::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_refuses_stale_writes_and_keeps_the_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let record = ticket(1);
+        store
+            .commit(unit(EntityWrite::Ticket {
+                expected_version: None,
+                record: record.clone(),
+            }))
+            .await
+            .unwrap();
+        let duplicate = store
+            .commit(unit(EntityWrite::Ticket {
+                expected_version: None,
+                record: record.clone(),
+            }))
+            .await;
+        assert!(matches!(duplicate, Err(StoreError::VersionConflict { .. })));
+
+        let mut first = record.clone();
+        first.state.version = 1;
+        let mut second = record.clone();
+        second.state.version = 1;
+        second.state.title = Title::parse("loser").unwrap();
+        let (a, b) = tokio::join!(
+            store.commit(unit(EntityWrite::Ticket {
+                expected_version: Some(0),
+                record: first,
+            })),
+            store.commit(unit(EntityWrite::Ticket {
+                expected_version: Some(0),
+                record: second,
+            })),
+        );
+        assert!(a.is_ok() != b.is_ok(), "exactly one concurrent write wins");
+        let stored = store.load_ticket(record.state.id).await.unwrap().unwrap();
+        assert_eq!(stored.state.version, 1);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_and_the_directory_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store
+                .commit(UnitOfWork {
+                    writes: vec![EntityWrite::Ticket {
+                        expected_version: None,
+                        record: ticket(7),
+                    }],
+                    events: Ticket::create(
+                        TicketId(id(7)),
+                        Title::parse("show").unwrap(),
+                        Price::from_cents(100).unwrap(),
+                        UserId(id(1000)),
+                    )
+                    .events,
+                    ..UnitOfWork::default()
+                })
+                .await
+                .unwrap();
+            assert!(matches!(
+                EmbeddedStore::open(dir.path()),
+                Err(StoreError::InUse(_))
+            ));
+        }
+        // The writer thread holds the database until its channel closes; wait for that.
+        let store = loop {
+            match EmbeddedStore::open(dir.path()) {
+                Ok(store) => break store,
+                Err(StoreError::InUse(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(error) => panic!("{error}"),
+            }
+        };
+        assert!(store.load_ticket(TicketId(id(7))).await.unwrap().is_some());
+        let events = store.events_after(0, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].name, "ticket.created");
+        assert_eq!(
+            store.list_available_tickets(None, 10).await.unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn deadline_keys_round_trip_and_sort_by_time() {
+        let early = deadline_key(Timestamp::from_millis(5), DeadlineKind::OrderExpiry, id(9));
+        let late = deadline_key(Timestamp::from_millis(6), DeadlineKind::OrderExpiry, id(1));
+        assert!(early < late);
+        let parsed = parse_deadline_key(&early).unwrap();
+        assert_eq!(parsed.entity, id(9));
+        assert_eq!(parsed.due, Timestamp::from_millis(5));
+    }
+}

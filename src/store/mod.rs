@@ -1,0 +1,215 @@
+//! The `Store` port: durable state of users, tickets, orders and payments, the outbox of events
+//! and commands, and the deadline index the timers are rebuilt from.
+//!
+//! Owns the persistence contract every adapter keeps: a commit is all-or-nothing, durable
+//! (fsynced) before it returns, and a compare-and-set on each written entity's version, so two
+//! activations of one actor can never both write. It must not decide anything: actors hand it
+//! states the domain produced.
+
+mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{
+    DomainEvent, Email, Order, OrderId, Payment, Ticket, TicketId, Timestamp, User, UserId,
+};
+
+/// How many transitions an entity keeps with its state (the admin view's history).
+pub const TRANSITIONS_KEPT: usize = 50;
+
+/// One persisted transition of an entity, kept with its state for inspection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub at: Timestamp,
+    /// The message that caused it (`Reserve`, `Expire`, ...).
+    pub message: String,
+    pub request_id: Option<String>,
+    /// Status before and after (`available`, `reserved`, `created`, ...).
+    pub from: String,
+    pub to: String,
+    /// The version written.
+    pub version: u64,
+    /// Ids of the events the transition produced.
+    pub events: Vec<String>,
+}
+
+/// An entity's state with its recent transitions, newest last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored<T> {
+    pub state: T,
+    pub transitions: Vec<Transition>,
+}
+
+impl<T> Stored<T> {
+    /// A record with no history yet.
+    pub fn new(state: T) -> Stored<T> {
+        Stored {
+            state,
+            transitions: Vec::new(),
+        }
+    }
+
+    /// Replaces the state and appends its transition, keeping the last `TRANSITIONS_KEPT`.
+    pub fn advance(&mut self, state: T, transition: Transition) {
+        self.state = state;
+        self.transitions.push(transition);
+        if self.transitions.len() > TRANSITIONS_KEPT {
+            let excess = self.transitions.len() - TRANSITIONS_KEPT;
+            self.transitions.drain(..excess);
+        }
+    }
+}
+
+/// A write of one entity, applied only if the stored version is still `expected_version`
+/// (`None`: the entity must not exist yet).
+#[derive(Clone, Debug)]
+pub enum EntityWrite {
+    Ticket {
+        expected_version: Option<u64>,
+        record: Stored<Ticket>,
+    },
+    Order {
+        expected_version: Option<u64>,
+        record: Stored<Order>,
+    },
+}
+
+/// A message one actor owes another, written in the same commit as the state that owes it, and
+/// delivered (at least once) until done. Receivers treat repeats as no-ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "camelCase")]
+pub enum Command {
+    /// The order no longer holds the ticket.
+    ReleaseTicket {
+        ticket_id: TicketId,
+        order_id: OrderId,
+    },
+    /// The order paid: the ticket is sold to it.
+    MarkTicketSold {
+        ticket_id: TicketId,
+        order_id: OrderId,
+    },
+}
+
+/// Everything one transition persists, atomically.
+#[derive(Clone, Debug, Default)]
+pub struct UnitOfWork {
+    pub writes: Vec<EntityWrite>,
+    pub events: Vec<DomainEvent>,
+    pub commands: Vec<Command>,
+    pub payments: Vec<Payment>,
+    /// Outbox commands this unit marks as delivered.
+    pub commands_done: Vec<u64>,
+}
+
+/// What a commit assigned.
+#[derive(Clone, Debug, Default)]
+pub struct CommitReceipt {
+    /// The outbox ids of the unit's commands, in order.
+    pub command_ids: Vec<u64>,
+    /// The sequence number of the unit's last event (0 when it had none).
+    pub last_event_seq: u64,
+}
+
+/// An event as the outbox keeps it: in commit order, with the contract's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub id: String,
+    pub name: String,
+    pub at: Timestamp,
+    pub data: Value,
+}
+
+/// Which timer an entity needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DeadlineKind {
+    /// An unpaid order expires.
+    OrderExpiry,
+    /// A ticket checks whether its reservation is still wanted.
+    TicketReservation,
+}
+
+/// An armed deadline, as rebuilt from the store at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Deadline {
+    pub due: Timestamp,
+    pub kind: DeadlineKind,
+    pub entity: crate::domain::ObjectId,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else wrote the entity first (or it already exists): nothing was written.
+    #[error("version conflict on {entity}: expected {expected:?}, found {found:?}")]
+    VersionConflict {
+        entity: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    /// Another account has this email.
+    #[error("email in use")]
+    EmailTaken,
+    /// The data directory is used by another process.
+    #[error("data directory {0} is in use by another process")]
+    InUse(String),
+    /// The store failed; the operation may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Durable state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies every write of `unit` or none, durably, before returning.
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError>;
+
+    async fn load_ticket(&self, id: TicketId) -> Result<Option<Stored<Ticket>>, StoreError>;
+    async fn load_order(&self, id: OrderId) -> Result<Option<Stored<Order>>, StoreError>;
+
+    /// Creates an account; `EmailTaken` when the (normalised) email exists.
+    async fn insert_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
+
+    /// Tickets no order holds, ordered by id, after `after`.
+    async fn list_available_tickets(
+        &self,
+        after: Option<TicketId>,
+        limit: usize,
+    ) -> Result<Vec<Ticket>, StoreError>;
+    /// A user's orders in creation order.
+    async fn list_orders_of_user(&self, user: UserId) -> Result<Vec<Order>, StoreError>;
+
+    /// The outbox's events with `seq > after`, in order.
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The highest event sequence the relay has published.
+    async fn published_seq(&self) -> Result<u64, StoreError>;
+    async fn set_published_seq(&self, seq: u64) -> Result<(), StoreError>;
+
+    /// Commands not yet delivered, oldest first.
+    async fn pending_commands(&self, limit: usize) -> Result<Vec<(u64, Command)>, StoreError>;
+
+    /// Every armed deadline (to rebuild the timers at start).
+    async fn deadlines(&self) -> Result<Vec<Deadline>, StoreError>;
+    /// Orders left in `awaiting:payment` (to reconcile at start).
+    async fn orders_awaiting_payment(&self) -> Result<Vec<Order>, StoreError>;
+
+    /// How many tickets and orders are stored (for metrics and the admin page).
+    async fn counts(&self) -> Result<EntityCounts, StoreError>;
+}
+
+/// Stored entity counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EntityCounts {
+    pub tickets: u64,
+    pub orders: u64,
+}
