@@ -90,7 +90,10 @@ fn load_or_generate_secret(path: &Path, what: &str) -> Result<String, StartError
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     write_private(path, &secret).map_err(|error| {
-        StartError::Secret(format!("cannot write the {what} to {}: {error}", path.display()))
+        StartError::Secret(format!(
+            "cannot write the {what} to {}: {error}",
+            path.display()
+        ))
     })?;
     tracing::info!(path = %path.display(), "generated {what}; it is kept in this file", what = what);
     Ok(secret)
@@ -123,7 +126,10 @@ fn node_id(args: &ServeArgs) -> String {
 
 /// Starts a node and returns once it listens; it stops when `signal` resolves or `stop` is
 /// called.
-pub async fn start(args: ServeArgs, signal: impl Future<Output = ()> + Send + 'static) -> Result<Server, StartError> {
+pub async fn start(
+    args: ServeArgs,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<Server, StartError> {
     if args.is_cluster() {
         return Err(StartError::Config(
             "cluster mode (--nats, --mongo, --redis) is not available in this build yet; run without them for the embedded single-node default".into(),
@@ -151,8 +157,9 @@ pub async fn start(args: ServeArgs, signal: impl Future<Output = ()> + Send + 's
     let metrics = Arc::new(Metrics::new());
     let gateway: Arc<dyn PaymentGateway> = match &args.stripe_key {
         Some(key) => Arc::new(
-            StripeGateway::new(key.clone(), args.stripe_api_base.clone())
-                .map_err(|error| StartError::Config(format!("--stripe-key/--stripe-api-base: {error}")))?,
+            StripeGateway::new(key.clone(), args.stripe_api_base.clone()).map_err(|error| {
+                StartError::Config(format!("--stripe-key/--stripe-api-base: {error}"))
+            })?,
         ),
         None => Arc::new(SandboxGateway::new()),
     };
@@ -181,7 +188,12 @@ pub async fn start(args: ServeArgs, signal: impl Future<Output = ()> + Send + 's
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     background
-        .spawn(runtime.clone(), bus.clone(), shutdown.child_token(), &tracker)
+        .spawn(
+            runtime.clone(),
+            bus.clone(),
+            shutdown.child_token(),
+            &tracker,
+        )
         .await
         .map_err(|error| StartError::Store(error.to_string()))?;
 
@@ -200,15 +212,23 @@ pub async fn start(args: ServeArgs, signal: impl Future<Output = ()> + Send + 's
         runtime: runtime.clone(),
         store: store_port,
         bus,
-        sessions: Arc::new(SessionKeys::new(jwt_key.as_bytes(), args.session_ttl, args.secure_cookies)),
+        sessions: Arc::new(SessionKeys::new(
+            jwt_key.as_bytes(),
+            args.session_ttl,
+            args.secure_cookies,
+        )),
         hashing: Arc::new(
-            PasswordHashing::new(hashing_slots, metrics.clone()).map_err(|error| StartError::Secret(error.to_string()))?,
+            PasswordHashing::new(hashing_slots, metrics.clone())
+                .map_err(|error| StartError::Secret(error.to_string()))?,
         ),
         metrics,
         admin_token: admin_token.into(),
         node: Arc::new(NodeInfo {
             id: node_id(&args),
-            address: args.advertise.clone().unwrap_or_else(|| address.to_string()),
+            address: args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| address.to_string()),
             roles: roles.iter().map(ToString::to_string).collect(),
             started_at: crate::clock::now(),
         }),

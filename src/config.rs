@@ -87,7 +87,8 @@ impl FromStr for RoleSelection {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|error| format!("{error} (use e.g. 90s, 2m, 15m)"))?;
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (use e.g. 90s, 2m, 15m)"))?;
     if duration.is_zero() {
         return Err("must be longer than zero".into());
     }
@@ -121,7 +122,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_ORDER_TTL", default_value = "15m", value_parser = parse_duration)]
     pub order_ttl: Duration,
     /// Roles to run: all, or a comma-separated list of auth,tickets,orders,payments,expiration.
-    #[arg(long, env = "BOXOFFICE_ROLES", default_value = "all", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "BOXOFFICE_ROLES",
+        default_value = "all",
+        value_delimiter = ','
+    )]
     pub roles: Vec<RoleSelection>,
     /// NATS URL (cluster mode; with --mongo and --redis).
     #[arg(long, env = "BOXOFFICE_NATS")]
@@ -136,7 +142,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_STRIPE_KEY", hide_env_values = true)]
     pub stripe_key: Option<String>,
     /// Stripe API base URL.
-    #[arg(long, env = "BOXOFFICE_STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+    #[arg(
+        long,
+        env = "BOXOFFICE_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
     pub stripe_api_base: String,
     /// Token for /admin/api (generated and kept in the data dir when absent).
     #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
@@ -190,7 +200,11 @@ impl ServeArgs {
     pub fn roles(&self) -> Vec<Role> {
         Role::ALL
             .into_iter()
-            .filter(|role| self.roles.iter().any(|selection| selection.0.contains(role)))
+            .filter(|role| {
+                self.roles
+                    .iter()
+                    .any(|selection| selection.0.contains(role))
+            })
             .collect()
     }
 
@@ -229,10 +243,14 @@ mod tests {
     #[test]
     fn roles_parse_all_and_lists() {
         let cli = Cli::try_parse_from(["boxoffice", "serve", "--roles", "orders,auth"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.roles(), vec![Role::Auth, Role::Orders]);
         let cli = Cli::try_parse_from(["boxoffice", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.roles(), Role::ALL.to_vec());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--roles", "bogus"]).is_err());
     }

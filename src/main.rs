@@ -9,9 +9,10 @@ use boxoffice::config::{Cli, Command};
 
 fn init_tracing(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(
+        std::env::var_os("NO_COLOR").is_none()
+            && std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    );
     if json {
         builder.json().init();
     } else {
@@ -41,7 +42,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // reqwest's rustls needs a process-wide crypto provider; ring is pure and fast to build.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("boxoffice: cannot start the async runtime: {error}");
@@ -79,7 +83,10 @@ fn main() -> ExitCode {
             match client.get(&url).send().await {
                 Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
                 Ok(response) => {
-                    eprintln!("boxoffice healthcheck: {url} answered {}", response.status());
+                    eprintln!(
+                        "boxoffice healthcheck: {url} answered {}",
+                        response.status()
+                    );
                     ExitCode::FAILURE
                 }
                 Err(error) => {

@@ -75,7 +75,11 @@ impl Metrics {
             http_duration.clone(),
         );
         let actors_live = Family::<KindLabels, Gauge>::default();
-        registry.register("boxoffice_actors_live", "Activated actors by kind", actors_live.clone());
+        registry.register(
+            "boxoffice_actors_live",
+            "Activated actors by kind",
+            actors_live.clone(),
+        );
         let actor_activations = Family::<KindLabels, Counter>::default();
         registry.register(
             "boxoffice_actor_activations",
@@ -113,9 +117,17 @@ impl Metrics {
             timer_lag.clone(),
         );
         let timers_armed = Gauge::default();
-        registry.register("boxoffice_timers_armed", "Armed timers", timers_armed.clone());
+        registry.register(
+            "boxoffice_timers_armed",
+            "Armed timers",
+            timers_armed.clone(),
+        );
         let timers_fired = Counter::default();
-        registry.register("boxoffice_timers_fired", "Timers fired", timers_fired.clone());
+        registry.register(
+            "boxoffice_timers_fired",
+            "Timers fired",
+            timers_fired.clone(),
+        );
         let events_published = Counter::default();
         registry.register(
             "boxoffice_events_published",
@@ -123,7 +135,11 @@ impl Metrics {
             events_published.clone(),
         );
         let store_commits = Counter::default();
-        registry.register("boxoffice_store_commits", "Store commits", store_commits.clone());
+        registry.register(
+            "boxoffice_store_commits",
+            "Store commits",
+            store_commits.clone(),
+        );
         let store_commit_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         registry.register(
             "boxoffice_store_commit_duration_seconds",
@@ -136,6 +152,22 @@ impl Metrics {
             "Password hashes waiting for a hashing slot",
             password_hashes_waiting.clone(),
         );
+        // Every bounded label combination exists from the start, so dashboards see zeros
+        // rather than missing series.
+        for kind in ["ticket", "order"] {
+            let labels = Metrics::kind(kind);
+            let _ = actors_live.get_or_create(&labels);
+            let _ = actor_activations.get_or_create(&labels);
+            let _ = actor_passivations.get_or_create(&labels);
+            let _ = actor_restarts.get_or_create(&labels);
+            let _ = mailbox_depth.get_or_create(&labels);
+            for reason in ["mailbox_full", "quarantined"] {
+                let _ = admission_refusals.get_or_create(&KindReasonLabels {
+                    kind: kind.into(),
+                    reason: reason.into(),
+                });
+            }
+        }
         Metrics {
             registry: Mutex::new(registry),
             http_requests,

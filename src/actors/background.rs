@@ -13,8 +13,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use futures::StreamExt;
+
 use super::{OrderMsg, RequestContext, Runtime, TicketMsg};
 use crate::bus::{Bus, BusEvent, event_subject, new_traceparent};
+use crate::domain::ObjectId;
 use crate::store::{DeadlineKind, UnitOfWork};
 use crate::timers::TimerKey;
 
@@ -41,7 +44,8 @@ impl BackgroundTasks {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(), crate::store::StoreError> {
-        rebuild_timers(&runtime).await?;
+        let reserved = rebuild_timers(&runtime).await?;
+        tracker.spawn(reconcile_reservations(runtime.clone(), reserved));
         tracker.spawn(run_timer_worker(runtime.clone(), shutdown.clone()));
         tracker.spawn(run_outbox_relay(runtime.clone(), bus, shutdown.clone()));
         tracker.spawn(run_command_completion(
@@ -50,15 +54,24 @@ impl BackgroundTasks {
             shutdown.clone(),
         ));
         tracker.spawn(run_command_redelivery(runtime.clone(), shutdown.clone()));
-        tracker.spawn(run_payment_reconciliation(runtime.clone(), shutdown.clone()));
+        tracker.spawn(run_payment_reconciliation(
+            runtime.clone(),
+            shutdown.clone(),
+        ));
         tracker.spawn(run_passivation(runtime, shutdown));
         Ok(())
     }
 }
 
-async fn rebuild_timers(runtime: &Runtime) -> Result<(), crate::store::StoreError> {
+/// Arms every deadline the store holds; returns the reserved tickets.
+async fn rebuild_timers(runtime: &Runtime) -> Result<Vec<ObjectId>, crate::store::StoreError> {
     let deadlines = runtime.store.deadlines().await?;
     let count = deadlines.len();
+    let reserved = deadlines
+        .iter()
+        .filter(|deadline| deadline.kind == DeadlineKind::TicketReservation)
+        .map(|deadline| deadline.entity)
+        .collect();
     for deadline in deadlines {
         let due = match deadline.kind {
             DeadlineKind::OrderExpiry => deadline.due,
@@ -69,7 +82,37 @@ async fn rebuild_timers(runtime: &Runtime) -> Result<(), crate::store::StoreErro
             .await;
     }
     tracing::info!(timers = count, "timers rebuilt from the store");
-    Ok(())
+    Ok(reserved)
+}
+
+/// A reservation whose order was never saved (the process died between reserving the ticket and
+/// saving the order) would otherwise hold its ticket until the deadline. At start no order can
+/// be half-created any more, so each reserved ticket checks its order once.
+async fn reconcile_reservations(runtime: Arc<Runtime>, reserved: Vec<ObjectId>) {
+    let checks = reserved.into_iter().map(|ticket| {
+        let runtime = runtime.clone();
+        async move {
+            let context = RequestContext {
+                request_id: Some("recovery".into()),
+            };
+            let result = runtime
+                .tickets
+                .call(
+                    ticket,
+                    |reply| TicketMsg::ReconcileHold { context, reply },
+                    runtime.config.call_timeout,
+                )
+                .await;
+            if let Err(error) = result {
+                // The reservation's own deadline still frees it later.
+                tracing::warn!(ticket = %ticket, error = %error, "reconciling a reservation failed");
+            }
+        }
+    });
+    futures::stream::iter(checks)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 async fn run_timer_worker(runtime: Arc<Runtime>, shutdown: CancellationToken) {
@@ -119,7 +162,11 @@ async fn fire(runtime: &Runtime, key: TimerKey) {
         DeadlineKind::OrderExpiry => {
             runtime
                 .orders
-                .call(key.entity, |reply| OrderMsg::Expire { context, reply }, timeout)
+                .call(
+                    key.entity,
+                    |reply| OrderMsg::Expire { context, reply },
+                    timeout,
+                )
                 .await
         }
         DeadlineKind::TicketReservation => {
@@ -287,7 +334,8 @@ async fn run_passivation(runtime: Arc<Runtime>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-        let stopped = runtime.tickets.passivate_idle().await + runtime.orders.passivate_idle().await;
+        let stopped =
+            runtime.tickets.passivate_idle().await + runtime.orders.passivate_idle().await;
         if stopped > 0 {
             tracing::debug!(stopped, "passivated idle actors");
         }

@@ -194,6 +194,51 @@ struct ShardState<M: ractor::Message> {
     restarts: HashMap<ObjectId, RestartRecord>,
 }
 
+impl<M: ractor::Message> ShardState<M> {
+    /// Records the crash of the activation `actor` once (the caller that saw it and the
+    /// supervisor both report it): forgets the activation and counts the restart. Returns the
+    /// entity and whether it is now quarantined, or `None` when already recorded.
+    fn note_crash(
+        &mut self,
+        actor: ActorId,
+        counters: &KindCounters,
+        kind: EntityKind,
+    ) -> Option<(ObjectId, bool)> {
+        let id = self.by_actor.remove(&actor)?;
+        if self
+            .entities
+            .get(&id)
+            .is_some_and(|entry| entry.actor.get_id() == actor)
+        {
+            self.entities.remove(&id);
+            counters.deactivated(kind, 1);
+        }
+        let now = Instant::now();
+        let record = self.restarts.entry(id).or_insert(RestartRecord {
+            window_start: now,
+            in_window: 0,
+            total: 0,
+            quarantined_until: None,
+        });
+        if now.duration_since(record.window_start) > RESTART_WINDOW {
+            record.window_start = now;
+            record.in_window = 0;
+        }
+        record.in_window += 1;
+        record.total += 1;
+        counters
+            .metrics
+            .actor_restarts
+            .get_or_create(&Metrics::kind(kind.as_str()))
+            .inc();
+        let is_quarantined = record.in_window > MAX_RESTARTS;
+        if is_quarantined {
+            record.quarantined_until = Some(now + QUARANTINE);
+        }
+        Some((id, is_quarantined))
+    }
+}
+
 impl<M: ractor::Message> Default for ShardState<M> {
     fn default() -> Self {
         ShardState {
@@ -317,7 +362,12 @@ impl<A: EntityActor> EntityTable<A> {
     }
 
     /// Sends a request to the actor of `id` and waits for its answer, activating it if needed.
-    pub async fn call<T, F>(&self, id: ObjectId, build: F, timeout: Duration) -> Result<T, ActorError>
+    pub async fn call<T, F>(
+        &self,
+        id: ObjectId,
+        build: F,
+        timeout: Duration,
+    ) -> Result<T, ActorError>
     where
         T: Send + 'static,
         F: FnOnce(RpcReplyPort<Result<T, ActorError>>) -> A::Msg,
@@ -362,8 +412,17 @@ impl<A: EntityActor> EntityTable<A> {
         match result {
             Ok(CallResult::Success(answer)) => answer,
             Ok(CallResult::Timeout) => Err(ActorError::Timeout),
-            // The reply port was dropped unanswered: the handler crashed.
-            Ok(CallResult::SenderError) => Err(ActorError::Crashed),
+            // The reply port was dropped unanswered: the handler crashed. Forget that
+            // activation now, so the next request never meets the dead actor.
+            Ok(CallResult::SenderError) => {
+                let mut state = shard.state.lock().await;
+                if let Some((id, quarantined)) =
+                    state.note_crash(entry.actor.get_id(), &self.counters, A::KIND)
+                {
+                    log_crash(A::KIND, id, quarantined, &"handler panicked or failed");
+                }
+                Err(ActorError::Crashed)
+            }
             // The actor had stopped (crashed or stopped itself) before taking the message.
             Err(_) => Err(ActorError::Unavailable {
                 retry_after: Duration::from_secs(1),
@@ -382,7 +441,10 @@ impl<A: EntityActor> EntityTable<A> {
             .inc();
     }
 
-    async fn supervisor(&self, shard: &Arc<Shard<A>>) -> Result<ActorRef<SupervisorMsg>, ActorError> {
+    async fn supervisor(
+        &self,
+        shard: &Arc<Shard<A>>,
+    ) -> Result<ActorRef<SupervisorMsg>, ActorError> {
         shard
             .supervisor
             .get_or_try_init(|| async {
@@ -551,6 +613,14 @@ async fn spawn_entity<A: EntityActor>(
     }
 }
 
+fn log_crash(kind: EntityKind, id: ObjectId, quarantined: bool, error: &dyn std::fmt::Display) {
+    if quarantined {
+        tracing::error!(kind = %kind, entity = %id, error = %error, "actor crashed too often, quarantined");
+    } else {
+        tracing::warn!(kind = %kind, entity = %id, error = %error, "actor crashed, restarting from the store");
+    }
+}
+
 /// A shard supervisor has no messages of its own; it only receives supervision events.
 pub enum SupervisorMsg {}
 
@@ -566,7 +636,11 @@ impl<A: EntityActor> Actor for ShardSupervisor<A> {
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, _args: ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 
@@ -581,56 +655,33 @@ impl<A: EntityActor> Actor for ShardSupervisor<A> {
         match event {
             SupervisionEvent::ActorFailed(cell, error) => {
                 let mut state = self.shard.state.lock().await;
-                let Some(id) = state.by_actor.remove(&cell.get_id()) else {
-                    return Ok(());
+                let counters = &self.shard.counters;
+                let noted = state.note_crash(cell.get_id(), counters, A::KIND);
+                if let Some((id, quarantined)) = noted {
+                    log_crash(A::KIND, id, quarantined, &error);
+                }
+                // Restart eagerly from the store, unless the entity is quarantined or a request
+                // already activated a fresh copy.
+                let id = match noted {
+                    Some((id, false)) => id,
+                    _ => return Ok(()),
                 };
-                let was_current = state
-                    .entities
-                    .get(&id)
-                    .is_some_and(|entry| entry.actor.get_id() == cell.get_id());
+                if state.entities.contains_key(&id) {
+                    return Ok(());
+                }
                 let Some(runtime) = self.runtime.upgrade() else {
                     return Ok(());
                 };
-                if was_current {
-                    state.entities.remove(&id);
-                    self.shard.counters.deactivated(A::KIND, 1);
-                }
-                let now = Instant::now();
-                let record = state.restarts.entry(id).or_insert(RestartRecord {
-                    window_start: now,
-                    in_window: 0,
-                    total: 0,
-                    quarantined_until: None,
-                });
-                if now.duration_since(record.window_start) > RESTART_WINDOW {
-                    record.window_start = now;
-                    record.in_window = 0;
-                }
-                record.in_window += 1;
-                record.total += 1;
-                self.shard
-                    .counters
-                    .metrics
-                    .actor_restarts
-                    .get_or_create(&Metrics::kind(A::KIND.as_str()))
-                    .inc();
-                if record.in_window > MAX_RESTARTS {
-                    record.quarantined_until = Some(now + QUARANTINE);
-                    tracing::error!(kind = %A::KIND, entity = %id, error = %error, "actor crashed too often, quarantined");
-                    return Ok(());
-                }
-                tracing::warn!(kind = %A::KIND, entity = %id, error = %error, "actor crashed, restarting from the store");
-                if was_current {
-                    let started = self.shard.counters.started;
-                    match spawn_entity::<A>(runtime, &myself, self.shard.index, id, started).await {
-                        Ok(entry) => {
-                            state.by_actor.insert(entry.actor.get_id(), id);
-                            state.entities.insert(id, entry);
-                            self.shard.counters.activated(A::KIND);
-                        }
-                        Err(error) => {
-                            tracing::warn!(kind = %A::KIND, entity = %id, error = %error, "restart failed; the next request activates it");
-                        }
+                match spawn_entity::<A>(runtime, &myself, self.shard.index, id, counters.started)
+                    .await
+                {
+                    Ok(entry) => {
+                        state.by_actor.insert(entry.actor.get_id(), id);
+                        state.entities.insert(id, entry);
+                        counters.activated(A::KIND);
+                    }
+                    Err(error) => {
+                        tracing::warn!(kind = %A::KIND, entity = %id, error = %error, "restart failed; the next request activates it");
                     }
                 }
             }

@@ -29,7 +29,9 @@ use crate::error::ErrorKind;
 use crate::ids::IdGenerator;
 use crate::metrics::Metrics;
 use crate::payments::{PaymentError, PaymentGateway};
-use crate::store::{Command, CommitReceipt, DeadlineKind, Store, StoreError, Transition, UnitOfWork};
+use crate::store::{
+    Command, CommitReceipt, DeadlineKind, Store, StoreError, Transition, UnitOfWork,
+};
 use crate::timers::{TimerKey, Timers};
 use entity::EntityTable;
 
@@ -65,9 +67,8 @@ impl ActorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ActorError::NotFound => ErrorKind::NotFound,
-            ActorError::Ticket(TicketRefusal::NotOwner) | ActorError::Order(OrderRefusal::NotOwner) => {
-                ErrorKind::Unauthorized
-            }
+            ActorError::Ticket(TicketRefusal::NotOwner)
+            | ActorError::Order(OrderRefusal::NotOwner) => ErrorKind::Unauthorized,
             ActorError::Ticket(_) | ActorError::Order(_) => ErrorKind::BadRequest,
             ActorError::Payment(PaymentError::Declined(_)) => ErrorKind::PaymentRequired,
             ActorError::Payment(PaymentError::InvalidToken | PaymentError::Rejected(_)) => {
@@ -94,9 +95,9 @@ impl ActorError {
             ActorError::NotFound => "Not Found".into(),
             ActorError::Ticket(refusal) => refusal.to_string(),
             ActorError::Order(refusal) => refusal.to_string(),
-            ActorError::Payment(PaymentError::Declined(message) | PaymentError::Rejected(message)) => {
-                message.clone()
-            }
+            ActorError::Payment(
+                PaymentError::Declined(message) | PaymentError::Rejected(message),
+            ) => message.clone(),
             ActorError::Payment(PaymentError::InvalidToken) => "Invalid payment token".into(),
             ActorError::Payment(PaymentError::Unavailable(_))
             | ActorError::Overloaded { .. }
@@ -112,12 +113,14 @@ impl ActorError {
 impl From<StoreError> for ActorError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::VersionConflict { .. } | StoreError::Unavailable(_) | StoreError::InUse(_) => {
-                ActorError::Unavailable {
-                    retry_after: Duration::from_secs(1),
-                }
+            StoreError::VersionConflict { .. }
+            | StoreError::Unavailable(_)
+            | StoreError::InUse(_) => ActorError::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            StoreError::EmailTaken | StoreError::Corrupt(_) => {
+                ActorError::Internal(error.to_string())
             }
-            StoreError::EmailTaken | StoreError::Corrupt(_) => ActorError::Internal(error.to_string()),
         }
     }
 }
@@ -229,7 +232,11 @@ impl Runtime {
     /// The current state of a ticket.
     pub async fn get_ticket(&self, id: TicketId) -> Result<Ticket, ActorError> {
         self.tickets
-            .call(id.0, |reply| TicketMsg::Get { reply }, self.config.call_timeout)
+            .call(
+                id.0,
+                |reply| TicketMsg::Get { reply },
+                self.config.call_timeout,
+            )
             .await
     }
 
@@ -282,7 +289,11 @@ impl Runtime {
     /// The current state of an order.
     pub async fn get_order(&self, id: OrderId) -> Result<Order, ActorError> {
         self.orders
-            .call(id.0, |reply| OrderMsg::Get { reply }, self.config.call_timeout)
+            .call(
+                id.0,
+                |reply| OrderMsg::Get { reply },
+                self.config.call_timeout,
+            )
             .await
     }
 
@@ -345,7 +356,12 @@ impl Runtime {
     }
 
     /// Arms or disarms an entity's timer to match its persisted deadline.
-    pub(crate) async fn sync_timer(&self, kind: DeadlineKind, entity: ObjectId, due: Option<Timestamp>) {
+    pub(crate) async fn sync_timer(
+        &self,
+        kind: DeadlineKind,
+        entity: ObjectId,
+        due: Option<Timestamp>,
+    ) {
         let key = TimerKey { kind, entity };
         let result = match due {
             Some(due) => self.timers.arm(key, due).await,
@@ -361,7 +377,10 @@ impl Runtime {
     /// and is redelivered.
     pub(crate) async fn deliver(&self, command_id: Option<u64>, command: Command) {
         let result = match command {
-            Command::ReleaseTicket { ticket_id, order_id } => {
+            Command::ReleaseTicket {
+                ticket_id,
+                order_id,
+            } => {
                 self.tickets
                     .call(
                         ticket_id.0,
@@ -374,7 +393,10 @@ impl Runtime {
                     )
                     .await
             }
-            Command::MarkTicketSold { ticket_id, order_id } => {
+            Command::MarkTicketSold {
+                ticket_id,
+                order_id,
+            } => {
                 self.tickets
                     .call(
                         ticket_id.0,

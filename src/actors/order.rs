@@ -240,7 +240,9 @@ impl OrderState {
         match order.cancel(by)? {
             Some(change) => {
                 let release = self.release_command();
-                let (order, _) = self.persist("Cancel", context, change, Some(release)).await?;
+                let (order, _) = self
+                    .persist("Cancel", context, change, Some(release))
+                    .await?;
                 Ok(order)
             }
             None => Ok(order),
@@ -252,7 +254,8 @@ impl OrderState {
         match order.expire(crate::clock::now()) {
             ExpireOutcome::Expired(change) => {
                 let release = self.release_command();
-                self.persist("Expire", context, change, Some(release)).await?;
+                self.persist("Expire", context, change, Some(release))
+                    .await?;
             }
             ExpireOutcome::NotDue(_) | ExpireOutcome::Deferred | ExpireOutcome::Settled => {
                 self.sync_timer().await;
@@ -272,7 +275,8 @@ impl OrderState {
         match order.begin_payment(by, token, client_key, crate::clock::now())? {
             BeginPayment::ExpiredFirst(change) => {
                 let release = self.release_command();
-                self.persist("Expire", context, change, Some(release)).await?;
+                self.persist("Expire", context, change, Some(release))
+                    .await?;
                 Err(OrderRefusal::CannotPayCancelled.into())
             }
             BeginPayment::Charge(change, attempt) => {
@@ -311,7 +315,11 @@ impl OrderState {
     /// Asks the gateway for the charge of `attempt` (the order is `awaiting:payment`) and
     /// persists what it says. When the gateway cannot be reached, the order stays awaiting
     /// payment: its outcome is unknown until the gateway is asked again with the same key.
-    async fn charge(&mut self, attempt: PaymentAttempt, context: &RequestContext) -> Result<Payment, Staleable> {
+    async fn charge(
+        &mut self,
+        attempt: PaymentAttempt,
+        context: &RequestContext,
+    ) -> Result<Payment, Staleable> {
         let request = ChargeRequest {
             amount_cents: attempt.amount.cents(),
             currency: "usd".into(),
@@ -334,8 +342,14 @@ impl OrderState {
                     ticket_id: order.ticket.id,
                     order_id: order.id,
                 };
-                self.persist_with_payment("PaymentSucceeded", context, change, sold, payment.clone())
-                    .await?;
+                self.persist_with_payment(
+                    "PaymentSucceeded",
+                    context,
+                    change,
+                    sold,
+                    payment.clone(),
+                )
+                .await?;
                 Ok(payment)
             }
             Err(PaymentError::Unavailable(reason)) => {
@@ -344,9 +358,10 @@ impl OrderState {
             }
             Err(refusal) => {
                 let change = order.fail_payment(crate::clock::now());
-                let release = (change.state.status == OrderStatus::Cancelled)
-                    .then(|| self.release_command());
-                self.persist("PaymentFailed", context, change, release).await?;
+                let release =
+                    (change.state.status == OrderStatus::Cancelled).then(|| self.release_command());
+                self.persist("PaymentFailed", context, change, release)
+                    .await?;
                 Err(refusal.into())
             }
         }

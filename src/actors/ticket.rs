@@ -16,7 +16,7 @@ use crate::domain::{
     Change, Hold, HolderStatus, OrderId, Price, ReserveDecision, Ticket, TicketId, TicketRefusal,
     Timestamp, Title, UserId,
 };
-use crate::store::{DeadlineKind, EntityWrite, Stored, StoreError, UnitOfWork};
+use crate::store::{DeadlineKind, EntityWrite, StoreError, Stored, UnitOfWork};
 
 type Reply<T> = RpcReplyPort<Result<T, ActorError>>;
 
@@ -64,6 +64,11 @@ pub enum TicketMsg {
         context: RequestContext,
         reply: Reply<()>,
     },
+    /// At start-up: settle a reservation whose order was never saved, was cancelled or paid.
+    ReconcileHold {
+        context: RequestContext,
+        reply: Reply<()>,
+    },
 }
 
 impl TicketMsg {
@@ -76,6 +81,7 @@ impl TicketMsg {
             TicketMsg::Release { .. } => "Release",
             TicketMsg::MarkSold { .. } => "MarkSold",
             TicketMsg::ResolveHold { .. } => "ResolveHold",
+            TicketMsg::ReconcileHold { .. } => "ReconcileHold",
         }
     }
 }
@@ -137,9 +143,7 @@ impl Actor for TicketActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
-        state
-            .runtime
-            .crash_if_armed(EntityKind::Ticket, state.id.0);
+        state.runtime.crash_if_armed(EntityKind::Ticket, state.id.0);
         let name = message.name();
         let stale = match message {
             TicketMsg::Create {
@@ -214,6 +218,10 @@ impl Actor for TicketActor {
                 let result = state.resolve_hold(&context).await;
                 answer(reply, result)
             }
+            TicketMsg::ReconcileHold { context, reply } => {
+                let result = state.reconcile_hold(&context).await;
+                answer(reply, result)
+            }
         };
         state.cell.record_service_time(started.elapsed());
         if stale {
@@ -242,7 +250,10 @@ pub(crate) struct Staleable {
 
 impl From<ActorError> for Staleable {
     fn from(error: ActorError) -> Self {
-        Staleable { error, stale: false }
+        Staleable {
+            error,
+            stale: false,
+        }
     }
 }
 
@@ -311,10 +322,13 @@ impl TicketState {
                 let Some(settled) = ticket.resolve_stale_hold(holder, status) else {
                     return Err(TicketRefusal::AlreadyReserved.into());
                 };
-                let change = settled.then(|freed| match freed.reserve(order_id, expires_at, now, grace) {
-                    ReserveDecision::Reserved(change) => Some(change),
-                    _ => None,
-                });
+                let change =
+                    settled.then(
+                        |freed| match freed.reserve(order_id, expires_at, now, grace) {
+                            ReserveDecision::Reserved(change) => Some(change),
+                            _ => None,
+                        },
+                    );
                 let held_by_us = change.state.order_id() == Some(order_id);
                 let ticket = self.persist("Reserve", context, change).await?;
                 if held_by_us {
@@ -347,6 +361,18 @@ impl TicketState {
         Ok(())
     }
 
+    async fn reconcile_hold(&mut self, context: &RequestContext) -> Result<(), Staleable> {
+        let ticket = self.current()?.clone();
+        let Some(Hold::Reserved { order_id, .. }) = ticket.hold else {
+            return Ok(());
+        };
+        let status = self.holder_status(order_id).await?;
+        if let Some(change) = ticket.reconcile_hold(order_id, status) {
+            self.persist("ReconcileHold", context, change).await?;
+        }
+        Ok(())
+    }
+
     /// The holding order's status as stored: the order is the authority on its outcome.
     async fn holder_status(&self, holder: OrderId) -> Result<HolderStatus, Staleable> {
         let order = self.runtime.store.load_order(holder).await?;
@@ -365,7 +391,14 @@ impl TicketState {
         let expected_version = self.record.as_ref().map(|record| record.state.version);
         let from = ticket_status(self.record.as_ref().map(|record| &record.state));
         let to = ticket_status(Some(&change.state));
-        let entry = transition(message, context, from, to, change.state.version, &change.events);
+        let entry = transition(
+            message,
+            context,
+            from,
+            to,
+            change.state.version,
+            &change.events,
+        );
         let mut record = self
             .record
             .clone()

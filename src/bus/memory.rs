@@ -89,9 +89,15 @@ mod tests {
         let bus = MemoryBus::new();
         let mut tickets = bus.subscribe("boxoffice.events.ticket.*", 1);
         let mut all = bus.subscribe("boxoffice.events.>", 10);
-        bus.publish(event("boxoffice.events.ticket.created", 1)).await.unwrap();
-        bus.publish(event("boxoffice.events.ticket.updated", 2)).await.unwrap();
-        bus.publish(event("boxoffice.events.order.created", 3)).await.unwrap();
+        bus.publish(event("boxoffice.events.ticket.created", 1))
+            .await
+            .unwrap();
+        bus.publish(event("boxoffice.events.ticket.updated", 2))
+            .await
+            .unwrap();
+        bus.publish(event("boxoffice.events.order.created", 3))
+            .await
+            .unwrap();
         assert_eq!(tickets.receiver.recv().await.unwrap().seq, 1);
         assert_eq!(tickets.dropped(), 1, "the second ticket event did not fit");
         for seq in 1..=3 {

@@ -108,9 +108,18 @@ mod tests {
 
     #[test]
     fn subjects_match_like_nats() {
-        assert!(subject_matches("boxoffice.events.>", "boxoffice.events.ticket.created"));
-        assert!(subject_matches("boxoffice.events.ticket.*", "boxoffice.events.ticket.created"));
-        assert!(!subject_matches("boxoffice.events.ticket.*", "boxoffice.events.order.created"));
+        assert!(subject_matches(
+            "boxoffice.events.>",
+            "boxoffice.events.ticket.created"
+        ));
+        assert!(subject_matches(
+            "boxoffice.events.ticket.*",
+            "boxoffice.events.ticket.created"
+        ));
+        assert!(!subject_matches(
+            "boxoffice.events.ticket.*",
+            "boxoffice.events.order.created"
+        ));
         assert!(!subject_matches("boxoffice.events.>", "boxoffice.events"));
         assert!(subject_matches("a.b", "a.b"));
         assert!(!subject_matches("a.b", "a.b.c"));

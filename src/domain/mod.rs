@@ -17,7 +17,7 @@ pub use order::{
     BeginPayment, ExpireOutcome, Order, OrderRefusal, OrderStatus, Payment, PaymentAttempt,
     TicketSnapshot,
 };
-pub use ticket::{HolderStatus, Hold, Price, ReserveDecision, Ticket, TicketRefusal, Title};
+pub use ticket::{Hold, HolderStatus, Price, ReserveDecision, Ticket, TicketRefusal, Title};
 pub use time::Timestamp;
 pub use user::{Email, Password, User};
 pub use validation::{FieldError, ValidationErrors};

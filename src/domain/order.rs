@@ -257,13 +257,20 @@ impl Order {
                 order.attempts = number;
                 order.payment = Some(attempt.clone());
                 order.version += 1;
-                Ok(BeginPayment::Charge(Change::new(order, Vec::new()), attempt))
+                Ok(BeginPayment::Charge(
+                    Change::new(order, Vec::new()),
+                    attempt,
+                ))
             }
         }
     }
 
     /// The charge succeeded: the order is complete and a payment exists.
-    pub fn complete_payment(&self, payment_id: PaymentId, charge_id: &str) -> (Change<Order>, Payment) {
+    pub fn complete_payment(
+        &self,
+        payment_id: PaymentId,
+        charge_id: &str,
+    ) -> (Change<Order>, Payment) {
         debug_assert_eq!(self.status, OrderStatus::AwaitingPayment);
         let mut order = self.clone();
         order.status = OrderStatus::Complete;
@@ -382,14 +389,20 @@ mod tests {
             panic!()
         };
         assert_eq!(attempt.idempotency_key, format!("{}-1", order.id));
-        assert_eq!(awaiting.state.expire(Timestamp::from_millis(5000)), ExpireOutcome::Deferred);
+        assert_eq!(
+            awaiting.state.expire(Timestamp::from_millis(5000)),
+            ExpireOutcome::Deferred
+        );
         let failed = awaiting.state.fail_payment(Timestamp::from_millis(5000));
         assert_eq!(failed.state.status, OrderStatus::Cancelled);
         let retried = awaiting.state.fail_payment(Timestamp::from_millis(20));
         assert_eq!(retried.state.status, OrderStatus::Created);
-        let Ok(BeginPayment::Charge(_, second)) =
-            retried.state.begin_payment(order.user_id, "tok_visa", Some("abc"), Timestamp::from_millis(30))
-        else {
+        let Ok(BeginPayment::Charge(_, second)) = retried.state.begin_payment(
+            order.user_id,
+            "tok_visa",
+            Some("abc"),
+            Timestamp::from_millis(30),
+        ) else {
             panic!()
         };
         assert_eq!(second.number, 2);
@@ -413,7 +426,10 @@ mod tests {
             complete.state.cancel(order.user_id),
             Err(OrderRefusal::CannotCancelCompleted)
         );
-        assert_eq!(complete.state.expire(Timestamp::from_millis(99_999)), ExpireOutcome::Settled);
+        assert_eq!(
+            complete.state.expire(Timestamp::from_millis(99_999)),
+            ExpireOutcome::Settled
+        );
     }
 
     #[derive(Clone, Debug)]

@@ -85,7 +85,9 @@ impl Price {
                     Err(FieldError::new("price", PRICE_POSITIVE))
                 } else {
                     match number.as_f64() {
-                        Some(float) if float.is_finite() => Price::parse_decimal(&float.to_string()),
+                        Some(float) if float.is_finite() => {
+                            Price::parse_decimal(&float.to_string())
+                        }
                         _ => Err(FieldError::new("price", PRICE_FORMAT)),
                     }
                 }
@@ -284,7 +286,12 @@ impl Ticket {
     }
 
     /// Changes title and price; only the owner may, and only while no order holds it.
-    pub fn update(&self, by: UserId, title: Title, price: Price) -> Result<Change<Ticket>, TicketRefusal> {
+    pub fn update(
+        &self,
+        by: UserId,
+        title: Title,
+        price: Price,
+    ) -> Result<Change<Ticket>, TicketRefusal> {
         if by != self.owner {
             return Err(TicketRefusal::NotOwner);
         }
@@ -325,16 +332,31 @@ impl Ticket {
     /// Settles a reservation past its deadline from what its order's stored state says: a paid
     /// order makes the ticket sold, a charge in flight keeps it held, anything else frees it.
     /// `None` when nothing changes.
-    pub fn resolve_stale_hold(&self, holder: OrderId, status: HolderStatus) -> Option<Change<Ticket>> {
+    pub fn resolve_stale_hold(
+        &self,
+        holder: OrderId,
+        status: HolderStatus,
+    ) -> Option<Change<Ticket>> {
+        match status {
+            HolderStatus::Created => self.release(holder),
+            _ => self.reconcile_hold(holder, status),
+        }
+    }
+
+    /// Brings a reservation in line with its order's stored state whatever the deadline (at
+    /// start-up, when no order can be half-created any more): a paid order makes the ticket sold,
+    /// a missing or cancelled order frees it, a live unpaid order keeps it. `None` when nothing
+    /// changes.
+    pub fn reconcile_hold(&self, holder: OrderId, status: HolderStatus) -> Option<Change<Ticket>> {
         match self.hold {
             Some(Hold::Reserved { order_id, .. }) if order_id == holder => match status {
                 HolderStatus::Complete => Some(self.next(|ticket| {
                     ticket.hold = Some(Hold::Sold { order_id });
                 })),
-                HolderStatus::AwaitingPayment => None,
-                HolderStatus::Missing | HolderStatus::Created | HolderStatus::Cancelled => {
+                HolderStatus::Missing | HolderStatus::Cancelled => {
                     Some(self.next(|ticket| ticket.hold = None))
                 }
+                HolderStatus::Created | HolderStatus::AwaitingPayment => None,
             },
             _ => None,
         }
@@ -344,9 +366,9 @@ impl Ticket {
     /// A sold ticket is never freed.
     pub fn release(&self, order_id: OrderId) -> Option<Change<Ticket>> {
         match self.hold {
-            Some(Hold::Reserved { order_id: holder, .. }) if holder == order_id => {
-                Some(self.next(|ticket| ticket.hold = None))
-            }
+            Some(Hold::Reserved {
+                order_id: holder, ..
+            }) if holder == order_id => Some(self.next(|ticket| ticket.hold = None)),
             _ => None,
         }
     }
@@ -357,10 +379,18 @@ impl Ticket {
     pub fn mark_sold(&self, order_id: OrderId) -> Result<Option<Change<Ticket>>, TicketRefusal> {
         match self.hold {
             Some(Hold::Sold { order_id: holder }) if holder == order_id => Ok(None),
-            Some(Hold::Reserved { order_id: holder, .. }) if holder == order_id => {
-                Ok(Some(self.next(|ticket| ticket.hold = Some(Hold::Sold { order_id }))))
+            Some(Hold::Reserved {
+                order_id: holder, ..
+            }) if holder == order_id => {
+                Ok(Some(self.next(|ticket| {
+                    ticket.hold = Some(Hold::Sold { order_id })
+                })))
             }
-            None => Ok(Some(self.next(|ticket| ticket.hold = Some(Hold::Sold { order_id })))),
+            None => {
+                Ok(Some(self.next(|ticket| {
+                    ticket.hold = Some(Hold::Sold { order_id })
+                })))
+            }
             Some(_) => Err(TicketRefusal::AlreadyReserved),
         }
     }
@@ -442,9 +472,18 @@ mod tests {
 
     #[test]
     fn prices_print_as_dollars() {
-        assert_eq!(Price::from_cents(1250).unwrap().as_json(), serde_json::json!(12.5));
-        assert_eq!(Price::from_cents(1000).unwrap().as_json(), serde_json::json!(10));
-        assert_eq!(Price::from_cents(1999).unwrap().as_json().to_string(), "19.99");
+        assert_eq!(
+            Price::from_cents(1250).unwrap().as_json(),
+            serde_json::json!(12.5)
+        );
+        assert_eq!(
+            Price::from_cents(1000).unwrap().as_json(),
+            serde_json::json!(10)
+        );
+        assert_eq!(
+            Price::from_cents(1999).unwrap().as_json().to_string(),
+            "19.99"
+        );
     }
 
     #[test]
@@ -495,17 +534,37 @@ mod tests {
         let other = OrderId(id(4));
         let grace = Duration::from_millis(500);
         assert_eq!(
-            held.state.reserve(other, Timestamp::from_millis(9000), Timestamp::from_millis(1400), grace),
+            held.state.reserve(
+                other,
+                Timestamp::from_millis(9000),
+                Timestamp::from_millis(1400),
+                grace
+            ),
             ReserveDecision::Refused
         );
         assert_eq!(
-            held.state.reserve(other, Timestamp::from_millis(9000), Timestamp::from_millis(1600), grace),
+            held.state.reserve(
+                other,
+                Timestamp::from_millis(9000),
+                Timestamp::from_millis(1600),
+                grace
+            ),
             ReserveDecision::AskHolder(order)
         );
-        assert_eq!(held.state.resolve_stale_hold(order, HolderStatus::AwaitingPayment), None);
-        let sold = held.state.resolve_stale_hold(order, HolderStatus::Complete).unwrap();
+        assert_eq!(
+            held.state
+                .resolve_stale_hold(order, HolderStatus::AwaitingPayment),
+            None
+        );
+        let sold = held
+            .state
+            .resolve_stale_hold(order, HolderStatus::Complete)
+            .unwrap();
         assert_eq!(sold.state.hold, Some(Hold::Sold { order_id: order }));
-        let freed = held.state.resolve_stale_hold(order, HolderStatus::Missing).unwrap();
+        let freed = held
+            .state
+            .resolve_stale_hold(order, HolderStatus::Missing)
+            .unwrap();
         assert!(freed.state.is_available());
         assert_eq!(freed.state.version, held.state.version + 1);
     }

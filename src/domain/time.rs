@@ -96,7 +96,10 @@ mod tests {
 
     #[test]
     fn formats_iso8601_with_milliseconds() {
-        assert_eq!(Timestamp::from_millis(0).to_iso8601(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(0).to_iso8601(),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(
             Timestamp::from_millis(1_795_000_000_123).to_iso8601(),
             "2026-11-18T11:06:40.123Z"
@@ -118,6 +121,11 @@ mod tests {
         let moment = Timestamp::from_millis(1000);
         assert_eq!(moment.plus(Duration::from_secs(2)).millis(), 3000);
         assert_eq!(moment.since(Timestamp::from_millis(5000)), Duration::ZERO);
-        assert_eq!(Timestamp::from_millis(i64::MAX).plus(Duration::from_secs(1)).millis(), i64::MAX);
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX)
+                .plus(Duration::from_secs(1))
+                .millis(),
+            i64::MAX
+        );
     }
 }

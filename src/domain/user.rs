@@ -41,9 +41,9 @@ impl Email {
                     && !label.ends_with('-')
                     && label.chars().all(|c| c.is_alphanumeric() || c == '-')
             })
-            && labels
-                .last()
-                .is_some_and(|tld| tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic));
+            && labels.last().is_some_and(|tld| {
+                tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic)
+            });
         if local_ok && domain_ok {
             Ok(Email(text))
         } else {
@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_addresses_and_normalises_case() {
-        assert_eq!(Email::parse(" Test@Test.COM ").unwrap().as_str(), "test@test.com");
+        assert_eq!(
+            Email::parse(" Test@Test.COM ").unwrap().as_str(),
+            "test@test.com"
+        );
         assert!(Email::parse("a.b+c@sub.example.org").is_ok());
         assert!(Email::parse("josé@exämple.de").is_ok());
     }

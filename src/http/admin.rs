@@ -107,14 +107,19 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-async fn events(State(state): State<AppState>, Query(query): Query<EventsQuery>) -> Result<Response, ApiError> {
+async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let page = state
         .store
         .events_after(query.after.unwrap_or(0), limit)
         .await
         .map_err(store_error)?;
-    let next = (page.len() == limit).then(|| page.last().map(|event| event.seq)).flatten();
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|event| event.seq))
+        .flatten();
     let events: Vec<Value> = page
         .iter()
         .map(|event| {
@@ -131,15 +136,23 @@ struct ActorsQuery {
     after: Option<String>,
 }
 
-async fn actors(State(state): State<AppState>, Query(query): Query<ActorsQuery>) -> Result<Response, ApiError> {
+async fn actors(
+    State(state): State<AppState>,
+    Query(query): Query<ActorsQuery>,
+) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let after = match query.after.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(ObjectId::parse(text).map_err(|_| ApiError::bad_request("after must be an id"))?),
+        Some(text) => {
+            Some(ObjectId::parse(text).map_err(|_| ApiError::bad_request("after must be an id"))?)
+        }
     };
     let kinds = match query.kind.as_deref() {
         None => vec![EntityKind::Ticket, EntityKind::Order],
-        Some(text) => vec![text.parse().map_err(|()| ApiError::bad_request("kind must be ticket or order"))?],
+        Some(text) => vec![
+            text.parse()
+                .map_err(|()| ApiError::bad_request("kind must be ticket or order"))?,
+        ],
     };
     let mut live = Vec::new();
     for kind in kinds {
@@ -151,7 +164,11 @@ async fn actors(State(state): State<AppState>, Query(query): Query<ActorsQuery>)
     live.sort_by_key(|actor| actor.id);
     let has_more = live.len() > limit;
     live.truncate(limit);
-    let next = if has_more { live.last().map(|actor| actor.id.to_string()) } else { None };
+    let next = if has_more {
+        live.last().map(|actor| actor.id.to_string())
+    } else {
+        None
+    };
     let actors: Vec<Value> = live
         .iter()
         .map(|actor| {
@@ -173,19 +190,35 @@ async fn actor(
     let id = ObjectId::parse(&id).map_err(|_| ApiError::not_found())?;
     let (info, view) = match kind {
         EntityKind::Ticket => {
-            let record = state.store.load_ticket(TicketId(id)).await.map_err(store_error)?;
+            let record = state
+                .store
+                .load_ticket(TicketId(id))
+                .await
+                .map_err(store_error)?;
             let record = record.ok_or_else(ApiError::not_found)?;
             (
                 state.runtime.tickets.info(id).await,
-                (record.state.version, ticket_json(&record.state), record.transitions),
+                (
+                    record.state.version,
+                    ticket_json(&record.state),
+                    record.transitions,
+                ),
             )
         }
         EntityKind::Order => {
-            let record = state.store.load_order(OrderId(id)).await.map_err(store_error)?;
+            let record = state
+                .store
+                .load_order(OrderId(id))
+                .await
+                .map_err(store_error)?;
             let record = record.ok_or_else(ApiError::not_found)?;
             (
                 state.runtime.orders.info(id).await,
-                (record.state.version, order_json(&record.state), record.transitions),
+                (
+                    record.state.version,
+                    order_json(&record.state),
+                    record.transitions,
+                ),
             )
         }
     };

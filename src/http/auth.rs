@@ -42,8 +42,13 @@ pub struct PasswordHashing {
 
 impl PasswordHashing {
     /// `slots` concurrent hashes at most.
-    pub fn new(slots: usize, metrics: Arc<Metrics>) -> Result<PasswordHashing, argon2::password_hash::Error> {
-        let decoy = Argon2::default().hash_password(b"decoy password")?.to_string();
+    pub fn new(
+        slots: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<PasswordHashing, argon2::password_hash::Error> {
+        let decoy = Argon2::default()
+            .hash_password(b"decoy password")?
+            .to_string();
         Ok(PasswordHashing {
             slots: Semaphore::new(slots.max(1)),
             decoy,
@@ -51,12 +56,17 @@ impl PasswordHashing {
         })
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         self.metrics.password_hashes_waiting.inc();
         let permit = self.slots.acquire().await;
         self.metrics.password_hashes_waiting.dec();
         let _permit = permit.map_err(ApiError::internal)?;
-        tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(ApiError::internal)
     }
 
     /// An Argon2id PHC string for `password`.
@@ -77,7 +87,11 @@ impl PasswordHashing {
         let matches = self
             .run(move || {
                 PasswordHash::new(&hash)
-                    .map(|parsed| Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
+                    .map(|parsed| {
+                        Argon2::default()
+                            .verify_password(password.expose().as_bytes(), &parsed)
+                            .is_ok()
+                    })
                     .unwrap_or(false)
             })
             .await?;
@@ -114,20 +128,33 @@ fn signed_in(state: &AppState, status: StatusCode, user: &User) -> Result<Respon
         .sessions
         .issue(user.id, &user.email, crate::clock::now())
         .map_err(ApiError::internal)?;
-    let mut response = (status, axum::Json(json!({"id": user.id, "email": user.email}))).into_response();
+    let mut response = (
+        status,
+        axum::Json(json!({"id": user.id, "email": user.email})),
+    )
+        .into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&state.sessions.cookie(&token)).map_err(ApiError::internal)?,
     );
-    headers.insert("x-auth-token", HeaderValue::from_str(&token).map_err(ApiError::internal)?);
+    headers.insert(
+        "x-auth-token",
+        HeaderValue::from_str(&token).map_err(ApiError::internal)?,
+    );
     Ok(response)
 }
 
 #[tracing::instrument(skip_all)]
 async fn signup(State(state): State<AppState>, body: JsonBody) -> Result<Response, ApiError> {
     let (email, password) = credentials(&body, false)?;
-    if state.store.find_user_by_email(&email).await.map_err(store_error)?.is_some() {
+    if state
+        .store
+        .find_user_by_email(&email)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
         return Err(ApiError::bad_request("Email in use"));
     }
     let password_hash = state.hashing.hash(password).await?;
@@ -146,7 +173,11 @@ async fn signup(State(state): State<AppState>, body: JsonBody) -> Result<Respons
 #[tracing::instrument(skip_all)]
 async fn signin(State(state): State<AppState>, body: JsonBody) -> Result<Response, ApiError> {
     let (email, password) = credentials(&body, true)?;
-    let user = state.store.find_user_by_email(&email).await.map_err(store_error)?;
+    let user = state
+        .store
+        .find_user_by_email(&email)
+        .await
+        .map_err(store_error)?;
     let hash = user.as_ref().map(|user| user.password_hash.clone());
     // An unknown email is verified against a decoy hash: the same work as a wrong password, so
     // response times do not reveal which emails exist.

@@ -86,7 +86,9 @@ impl ApiError {
             ErrorKind::NotFound => ApiError::not_found(),
             ErrorKind::PaymentRequired => ApiError::new(StatusCode::PAYMENT_REQUIRED, message),
             ErrorKind::Unavailable { retry_after } => ApiError::unavailable(retry_after),
-            ErrorKind::Internal => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
+            ErrorKind::Internal => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
+            }
         }
     }
 

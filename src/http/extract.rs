@@ -32,7 +32,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .and_then(|value| value.split(';').next())
             .is_some_and(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
         if !is_json {
             return Err(ApiError::new(
@@ -40,13 +41,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "Content-Type must be application/json",
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
-            } else {
-                ApiError::bad_request("Request body could not be read")
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+                } else {
+                    ApiError::bad_request("Request body could not be read")
+                }
+            })?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(fields)) => Ok(JsonBody(fields)),
             Ok(_) => Err(ApiError::bad_request("Request body must be a JSON object")),
@@ -78,13 +81,20 @@ pub struct MaybeUser(pub Option<Session>);
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let now = crate::clock::now();
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
             .map(|token| token.trim().to_string());
         let token = bearer.or_else(|| {
             parts
@@ -96,7 +106,9 @@ impl FromRequestParts<AppState> for MaybeUser {
                 .filter_map(|pair| pair.trim().strip_prefix("session="))
                 .find_map(token_from_cookie_value)
         });
-        Ok(MaybeUser(token.and_then(|token| state.sessions.verify(&token, now))))
+        Ok(MaybeUser(
+            token.and_then(|token| state.sessions.verify(&token, now)),
+        ))
     }
 }
 
@@ -106,7 +118,10 @@ pub struct SignedIn(pub Session);
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match MaybeUser::from_request_parts(parts, state).await?.0 {
             Some(session) => Ok(SignedIn(session)),
             None => Err(ApiError::unauthorized()),
@@ -131,6 +146,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
 }
 
 /// Parses a path id; a malformed id is a 404, as for an unknown one.
-pub fn parse_path_id<T>(text: &str, parse: impl FnOnce(&str) -> Result<T, crate::domain::InvalidId>) -> Result<T, ApiError> {
+pub fn parse_path_id<T>(
+    text: &str,
+    parse: impl FnOnce(&str) -> Result<T, crate::domain::InvalidId>,
+) -> Result<T, ApiError> {
     parse(text).map_err(|_| ApiError::not_found())
 }

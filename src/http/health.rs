@@ -55,7 +55,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .get_or_create(&crate::metrics::Metrics::kind("order"))
         .set(i64::try_from(state.runtime.orders.live()).unwrap_or(i64::MAX));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

@@ -85,7 +85,9 @@ pub struct AppState {
 
 /// The whole HTTP surface for the given roles.
 pub fn router(state: AppState, roles: &[Role]) -> Router {
-    let mut router = Router::new().merge(health::router()).merge(admin::router(state.clone()));
+    let mut router = Router::new()
+        .merge(health::router())
+        .merge(admin::router(state.clone()));
     for role in roles {
         router = match role {
             Role::Auth => router.merge(auth::router()),
@@ -98,11 +100,16 @@ pub fn router(state: AppState, roles: &[Role]) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            ApiError::internal("handler panicked").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("handler panicked").into_response()
+            },
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)

@@ -47,9 +47,15 @@ async fn create(
     Context(context): Context,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let ticket_id = match body.string("ticketId", "TicketId").map_err(ApiError::field)? {
+    let ticket_id = match body
+        .string("ticketId", "TicketId")
+        .map_err(ApiError::field)?
+    {
         None | Some("") => {
-            return Err(ApiError::field(FieldError::new("ticketId", "TicketId must be provided")));
+            return Err(ApiError::field(FieldError::new(
+                "ticketId",
+                "TicketId must be provided",
+            )));
         }
         Some(text) => TicketId::parse(text).map_err(|_| {
             ApiError::field(FieldError::new("ticketId", "TicketId must be a valid id"))
@@ -62,7 +68,10 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(order_json(&order))).into_response())
 }
 
-async fn list(State(state): State<AppState>, SignedIn(user): SignedIn) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+) -> Result<Response, ApiError> {
     let orders = state
         .store
         .list_orders_of_user(user.user_id)
@@ -93,6 +102,9 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_path_id(&id, OrderId::parse)?;
-    state.runtime.cancel_order(id, user.user_id, context).await?;
+    state
+        .runtime
+        .cancel_order(id, user.user_id, context)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -29,18 +29,26 @@ async fn create(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::default();
-    let token = errors.check(body.string("token", "Token")).flatten().filter(|t| !t.is_empty());
+    let token = errors
+        .check(body.string("token", "Token"))
+        .flatten()
+        .filter(|t| !t.is_empty());
     if token.is_none() && errors.0.is_empty() {
-        errors.0.push(FieldError::new("token", "Token must be provided"));
+        errors
+            .0
+            .push(FieldError::new("token", "Token must be provided"));
     }
     let order_field = errors.check(body.string("orderId", "OrderId"));
     let order_id = match order_field {
         Some(None | Some("")) => {
-            errors.0.push(FieldError::new("orderId", "OrderId must be provided"));
+            errors
+                .0
+                .push(FieldError::new("orderId", "OrderId must be provided"));
             None
         }
         Some(Some(text)) => errors.check(
-            OrderId::parse(text).map_err(|_| FieldError::new("orderId", "OrderId must be a valid id")),
+            OrderId::parse(text)
+                .map_err(|_| FieldError::new("orderId", "OrderId must be a valid id")),
         ),
         None => None,
     };
@@ -52,7 +60,8 @@ async fn create(
         None => None,
         Some(value) => {
             let key = value.to_str().unwrap_or_default();
-            let is_valid = (1..=200).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+            let is_valid =
+                (1..=200).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
             if !is_valid {
                 return Err(ApiError::bad_request(
                     "Idempotency-Key must be 1 to 200 visible ASCII characters",
@@ -63,7 +72,13 @@ async fn create(
     };
     let payment = state
         .runtime
-        .pay_order(order_id, user.user_id, token.to_string(), client_key, context)
+        .pay_order(
+            order_id,
+            user.user_id,
+            token.to_string(),
+            client_key,
+            context,
+        )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": payment.id }))).into_response())
 }

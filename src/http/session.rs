@@ -41,7 +41,8 @@ pub struct SessionKeys {
 }
 
 /// The exact `Set-Cookie` value that clears the session, as the classic platform sends it.
-pub const CLEARED_COOKIE: &str = "session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly";
+pub const CLEARED_COOKIE: &str =
+    "session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly";
 
 impl SessionKeys {
     /// Keys from the shared secret; tokens live for `ttl`.
@@ -55,7 +56,12 @@ impl SessionKeys {
     }
 
     /// Issues a token for a user, valid from `now` for the session TTL.
-    pub fn issue(&self, user_id: UserId, email: &Email, now: Timestamp) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user_id: UserId,
+        email: &Email,
+        now: Timestamp,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             id: user_id.to_string(),
             email: email.as_str().to_string(),
@@ -80,7 +86,8 @@ impl SessionKeys {
             return None;
         }
         let ttl_seconds = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-        if claims.iat > now.seconds() + 60 || now.seconds().saturating_sub(claims.iat) > ttl_seconds {
+        if claims.iat > now.seconds() + 60 || now.seconds().saturating_sub(claims.iat) > ttl_seconds
+        {
             return None;
         }
         let user_id = UserId::parse(&claims.id).ok()?;
@@ -137,10 +144,17 @@ mod tests {
             .split(';')
             .next()
             .unwrap();
-        assert_eq!(token_from_cookie_value(value).as_deref(), Some(token.as_str()));
+        assert_eq!(
+            token_from_cookie_value(value).as_deref(),
+            Some(token.as_str())
+        );
         let session = keys().verify(&token, now).unwrap();
         assert_eq!(session.user_id, id);
-        assert!(keys().verify(&token, now.plus(Duration::from_secs(3601))).is_none());
+        assert!(
+            keys()
+                .verify(&token, now.plus(Duration::from_secs(3601)))
+                .is_none()
+        );
     }
 
     #[test]
@@ -154,7 +168,10 @@ mod tests {
         let unsigned = format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
-            URL_SAFE_NO_PAD.encode(format!(r#"{{"id":"{id}","email":"a@example.com","iat":{}}}"#, now.seconds()))
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"id":"{id}","email":"a@example.com","iat":{}}}"#,
+                now.seconds()
+            ))
         );
         assert!(keys().verify(&unsigned, now).is_none());
     }
@@ -171,6 +188,10 @@ mod tests {
         )
         .unwrap();
         assert!(keys().verify(&token, now).is_some());
-        assert!(keys().verify(&token, now.plus(Duration::from_secs(7200))).is_none());
+        assert!(
+            keys()
+                .verify(&token, now.plus(Duration::from_secs(7200)))
+                .is_none()
+        );
     }
 }

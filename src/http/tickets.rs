@@ -76,7 +76,10 @@ struct PageQuery {
     after: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, ApiError> {
     let limit = match query.limit.as_deref() {
         None => MAX_PAGE,
         Some(text) => match text.parse::<usize>() {
@@ -89,12 +92,13 @@ async fn list(State(state): State<AppState>, Query(query): Query<PageQuery>) -> 
             }
         },
     };
-    let after = match query.after.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(TicketId::parse(text).map_err(|_| {
-            ApiError::field(FieldError::new("after", "After must be a ticket id"))
-        })?),
-    };
+    let after =
+        match query.after.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(TicketId::parse(text).map_err(|_| {
+                ApiError::field(FieldError::new("after", "After must be a ticket id"))
+            })?),
+        };
     let mut tickets = state
         .store
         .list_available_tickets(after, limit + 1)
@@ -105,7 +109,10 @@ async fn list(State(state): State<AppState>, Query(query): Query<PageQuery>) -> 
     let body: Vec<Value> = tickets.iter().map(ticket_json).collect();
     let mut response = axum::Json(body).into_response();
     if has_more && let Some(last) = tickets.last() {
-        let link = format!("</api/tickets?limit={limit}&after={}>; rel=\"next\"", last.id);
+        let link = format!(
+            "</api/tickets?limit={limit}&after={}>; rel=\"next\"",
+            last.id
+        );
         if let Ok(value) = HeaderValue::from_str(&link) {
             response.headers_mut().insert(header::LINK, value);
         }

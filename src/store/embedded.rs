@@ -162,12 +162,20 @@ fn entity_version(bytes: &[u8]) -> Result<u64, StoreError> {
 }
 
 fn decode_entity<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    decode(bytes.get(8..).ok_or_else(|| corrupt("entity without a record"))?)
+    decode(
+        bytes
+            .get(8..)
+            .ok_or_else(|| corrupt("entity without a record"))?,
+    )
 }
 
 fn deadline_key(due: Timestamp, kind: DeadlineKind, entity: ObjectId) -> Vec<u8> {
     let mut key = Vec::with_capacity(21);
-    key.extend(u64::try_from(due.millis().max(0)).unwrap_or(0).to_be_bytes());
+    key.extend(
+        u64::try_from(due.millis().max(0))
+            .unwrap_or(0)
+            .to_be_bytes(),
+    );
     key.push(match kind {
         DeadlineKind::OrderExpiry => 0,
         DeadlineKind::TicketReservation => 1,
@@ -205,9 +213,15 @@ fn create_tables(database: &Database) -> Result<(), StoreError> {
         transaction.open_table(TICKETS).map_err(unavailable)?;
         transaction.open_table(ORDERS).map_err(unavailable)?;
         transaction.open_table(USERS).map_err(unavailable)?;
-        transaction.open_table(USERS_BY_EMAIL).map_err(unavailable)?;
-        transaction.open_table(AVAILABLE_TICKETS).map_err(unavailable)?;
-        transaction.open_table(ORDERS_BY_USER).map_err(unavailable)?;
+        transaction
+            .open_table(USERS_BY_EMAIL)
+            .map_err(unavailable)?;
+        transaction
+            .open_table(AVAILABLE_TICKETS)
+            .map_err(unavailable)?;
+        transaction
+            .open_table(ORDERS_BY_USER)
+            .map_err(unavailable)?;
         transaction
             .open_table(ORDERS_AWAITING_PAYMENT)
             .map_err(unavailable)?;
@@ -232,12 +246,15 @@ fn run_writer(database: &Database, requests: &std_mpsc::Receiver<WriteRequest>) 
             }
         }
         let mut outcomes = Vec::with_capacity(group.len());
-        let result = database.begin_write().map_err(unavailable).and_then(|transaction| {
-            for request in &group {
-                outcomes.push(apply(&transaction, &request.operation));
-            }
-            transaction.commit().map_err(unavailable)
-        });
+        let result = database
+            .begin_write()
+            .map_err(unavailable)
+            .and_then(|transaction| {
+                for request in &group {
+                    outcomes.push(apply(&transaction, &request.operation));
+                }
+                transaction.commit().map_err(unavailable)
+            });
         match result {
             Ok(()) => {
                 for (request, outcome) in group.into_iter().zip(outcomes) {
@@ -258,15 +275,24 @@ fn run_writer(database: &Database, requests: &std_mpsc::Receiver<WriteRequest>) 
 
 /// Applies one operation inside the group's transaction; checks everything before writing
 /// anything, so a refused operation leaves no trace.
-fn apply(transaction: &WriteTransaction, operation: &WriteOperation) -> Result<WriteOutcome, StoreError> {
+fn apply(
+    transaction: &WriteTransaction,
+    operation: &WriteOperation,
+) -> Result<WriteOutcome, StoreError> {
     match operation {
         WriteOperation::Commit(unit) => {
             check_versions(transaction, unit)?;
             apply_unit(transaction, unit).map(WriteOutcome::Committed)
         }
         WriteOperation::InsertUser(user) => {
-            let mut by_email = transaction.open_table(USERS_BY_EMAIL).map_err(unavailable)?;
-            if by_email.get(user.email.as_str()).map_err(unavailable)?.is_some() {
+            let mut by_email = transaction
+                .open_table(USERS_BY_EMAIL)
+                .map_err(unavailable)?;
+            if by_email
+                .get(user.email.as_str())
+                .map_err(unavailable)?
+                .is_some()
+            {
                 return Err(StoreError::EmailTaken);
             }
             let id = user.id.0.bytes();
@@ -281,7 +307,10 @@ fn apply(transaction: &WriteTransaction, operation: &WriteOperation) -> Result<W
         }
         WriteOperation::SetPublishedSeq(seq) => {
             let mut meta = transaction.open_table(META).map_err(unavailable)?;
-            let current = meta.get(PUBLISHED_SEQ).map_err(unavailable)?.map(|v| v.value());
+            let current = meta
+                .get(PUBLISHED_SEQ)
+                .map_err(unavailable)?
+                .map(|v| v.value());
             if current.is_none_or(|current| current < *seq) {
                 meta.insert(PUBLISHED_SEQ, *seq).map_err(unavailable)?;
             }
@@ -318,7 +347,10 @@ fn check_versions(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<(
     Ok(())
 }
 
-fn apply_unit(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<CommitReceipt, StoreError> {
+fn apply_unit(
+    transaction: &WriteTransaction,
+    unit: &UnitOfWork,
+) -> Result<CommitReceipt, StoreError> {
     let mut deadlines = transaction.open_table(DEADLINES).map_err(unavailable)?;
     for write in &unit.writes {
         match write {
@@ -326,14 +358,20 @@ fn apply_unit(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<Commi
                 let ticket = &record.state;
                 let key = ticket.id.0.bytes();
                 let mut tickets = transaction.open_table(TICKETS).map_err(unavailable)?;
-                let previous: Option<Stored<Ticket>> = match tickets.get(key.as_slice()).map_err(unavailable)? {
-                    Some(value) => Some(decode_entity(value.value())?),
-                    None => None,
-                };
+                let previous: Option<Stored<Ticket>> =
+                    match tickets.get(key.as_slice()).map_err(unavailable)? {
+                        Some(value) => Some(decode_entity(value.value())?),
+                        None => None,
+                    };
                 tickets
-                    .insert(key.as_slice(), encode_entity(ticket.version, record)?.as_slice())
+                    .insert(
+                        key.as_slice(),
+                        encode_entity(ticket.version, record)?.as_slice(),
+                    )
                     .map_err(unavailable)?;
-                let mut available = transaction.open_table(AVAILABLE_TICKETS).map_err(unavailable)?;
+                let mut available = transaction
+                    .open_table(AVAILABLE_TICKETS)
+                    .map_err(unavailable)?;
                 if ticket.is_available() {
                     available.insert(key.as_slice(), ()).map_err(unavailable)?;
                 } else {
@@ -352,15 +390,21 @@ fn apply_unit(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<Commi
                 let order = &record.state;
                 let key = order.id.0.bytes();
                 let mut orders = transaction.open_table(ORDERS).map_err(unavailable)?;
-                let previous: Option<Stored<Order>> = match orders.get(key.as_slice()).map_err(unavailable)? {
-                    Some(value) => Some(decode_entity(value.value())?),
-                    None => None,
-                };
+                let previous: Option<Stored<Order>> =
+                    match orders.get(key.as_slice()).map_err(unavailable)? {
+                        Some(value) => Some(decode_entity(value.value())?),
+                        None => None,
+                    };
                 orders
-                    .insert(key.as_slice(), encode_entity(order.version, record)?.as_slice())
+                    .insert(
+                        key.as_slice(),
+                        encode_entity(order.version, record)?.as_slice(),
+                    )
                     .map_err(unavailable)?;
                 if previous.is_none() {
-                    let mut by_user = transaction.open_table(ORDERS_BY_USER).map_err(unavailable)?;
+                    let mut by_user = transaction
+                        .open_table(ORDERS_BY_USER)
+                        .map_err(unavailable)?;
                     let mut index = order.user_id.0.bytes().to_vec();
                     index.extend(key);
                     by_user.insert(index.as_slice(), ()).map_err(unavailable)?;
@@ -389,7 +433,10 @@ fn apply_unit(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<Commi
     let mut receipt = CommitReceipt::default();
     if !unit.events.is_empty() {
         let mut events = transaction.open_table(EVENTS).map_err(unavailable)?;
-        let mut seq = meta.get(NEXT_EVENT_SEQ).map_err(unavailable)?.map_or(1, |v| v.value());
+        let mut seq = meta
+            .get(NEXT_EVENT_SEQ)
+            .map_err(unavailable)?
+            .map_or(1, |v| v.value());
         let at = crate::clock::now();
         for event in &unit.events {
             let stored = StoredEvent {
@@ -409,7 +456,10 @@ fn apply_unit(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<Commi
     }
     let mut commands = transaction.open_table(COMMANDS).map_err(unavailable)?;
     if !unit.commands.is_empty() {
-        let mut id = meta.get(NEXT_COMMAND_ID).map_err(unavailable)?.map_or(1, |v| v.value());
+        let mut id = meta
+            .get(NEXT_COMMAND_ID)
+            .map_err(unavailable)?
+            .map_or(1, |v| v.value());
         for command in &unit.commands {
             commands
                 .insert(id, encode(command)?.as_slice())
@@ -496,7 +546,9 @@ impl Store for EmbeddedStore {
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let email = email.clone();
         self.read(move |transaction| {
-            let by_email = transaction.open_table(USERS_BY_EMAIL).map_err(unavailable)?;
+            let by_email = transaction
+                .open_table(USERS_BY_EMAIL)
+                .map_err(unavailable)?;
             let Some(id) = by_email.get(email.as_str()).map_err(unavailable)? else {
                 return Ok(None);
             };
@@ -515,7 +567,9 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<Ticket>, StoreError> {
         self.read(move |transaction| {
-            let available = transaction.open_table(AVAILABLE_TICKETS).map_err(unavailable)?;
+            let available = transaction
+                .open_table(AVAILABLE_TICKETS)
+                .map_err(unavailable)?;
             let tickets = transaction.open_table(TICKETS).map_err(unavailable)?;
             let start = after.map(|id| id.0.bytes());
             let range = match &start {
@@ -543,7 +597,9 @@ impl Store for EmbeddedStore {
 
     async fn list_orders_of_user(&self, user: UserId) -> Result<Vec<Order>, StoreError> {
         self.read(move |transaction| {
-            let by_user = transaction.open_table(ORDERS_BY_USER).map_err(unavailable)?;
+            let by_user = transaction
+                .open_table(ORDERS_BY_USER)
+                .map_err(unavailable)?;
             let orders = transaction.open_table(ORDERS).map_err(unavailable)?;
             let prefix = user.0.bytes();
             let mut end = prefix.to_vec();

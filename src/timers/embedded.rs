@@ -68,7 +68,11 @@ impl Timers for EmbeddedTimers {
         Ok(())
     }
 
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<(TimerKey, Timestamp)>, TimerError> {
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(TimerKey, Timestamp)>, TimerError> {
         let mut index = self.lock()?;
         let mut claimed = Vec::new();
         while claimed.len() < limit {
@@ -123,16 +127,40 @@ mod tests {
     #[tokio::test]
     async fn claims_only_what_is_due_once_and_in_order() {
         let timers = EmbeddedTimers::new();
-        timers.arm(key(1), Timestamp::from_millis(30)).await.unwrap();
-        timers.arm(key(2), Timestamp::from_millis(10)).await.unwrap();
-        timers.arm(key(3), Timestamp::from_millis(99)).await.unwrap();
-        timers.arm(key(1), Timestamp::from_millis(20)).await.unwrap();
-        let due = timers.claim_due(Timestamp::from_millis(50), 10).await.unwrap();
+        timers
+            .arm(key(1), Timestamp::from_millis(30))
+            .await
+            .unwrap();
+        timers
+            .arm(key(2), Timestamp::from_millis(10))
+            .await
+            .unwrap();
+        timers
+            .arm(key(3), Timestamp::from_millis(99))
+            .await
+            .unwrap();
+        timers
+            .arm(key(1), Timestamp::from_millis(20))
+            .await
+            .unwrap();
+        let due = timers
+            .claim_due(Timestamp::from_millis(50), 10)
+            .await
+            .unwrap();
         assert_eq!(
             due,
-            vec![(key(2), Timestamp::from_millis(10)), (key(1), Timestamp::from_millis(20))]
+            vec![
+                (key(2), Timestamp::from_millis(10)),
+                (key(1), Timestamp::from_millis(20))
+            ]
         );
-        assert!(timers.claim_due(Timestamp::from_millis(50), 10).await.unwrap().is_empty());
+        assert!(
+            timers
+                .claim_due(Timestamp::from_millis(50), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         timers.disarm(key(3)).await.unwrap();
         assert!(timers.is_empty());
     }

@@ -40,7 +40,11 @@ pub trait Timers: Send + Sync + 'static {
     async fn disarm(&self, key: TimerKey) -> Result<(), TimerError>;
     /// Takes up to `limit` timers due at `now`; a taken timer is not handed out again unless
     /// re-armed.
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<(TimerKey, Timestamp)>, TimerError>;
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(TimerKey, Timestamp)>, TimerError>;
     /// Waits until a timer may be due, an earlier timer is armed, or `at_most` passes.
     async fn wait(&self, at_most: Duration);
     /// How many timers are armed.

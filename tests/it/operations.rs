@@ -1,0 +1,257 @@
+//! Operations: probes, metrics, the OpenAPI document, admin authentication, and the command
+//! line (bad flags, a data directory in use, cluster flags, graceful SIGTERM).
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{Auth, TestApp};
+
+fn boxoffice(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args(args)
+        .env_remove("JWT_KEY")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run boxoffice")
+}
+
+#[tokio::test]
+async fn probes_answer_and_metrics_name_routes_not_ids() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.get("/healthz", &Auth::None).await.status,
+        StatusCode::OK
+    );
+    let ready = app.get("/readyz", &Auth::None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
+    let user = app.new_user().await;
+    let ticket = app.create_ticket(&user, "metered", json!(3)).await;
+    let id = ticket["id"].as_str().unwrap();
+    app.get(&format!("/api/tickets/{id}"), &Auth::None).await;
+    let metrics = app.get("/metrics", &Auth::None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text;
+    for expected in [
+        "boxoffice_http_requests_total{route=\"/api/tickets/{id}\",method=\"GET\",status=\"200\"} 1",
+        "boxoffice_http_request_duration_seconds_count{route=\"/api/tickets\",method=\"POST\",status=\"201\"} 1",
+        "boxoffice_actors_live{kind=\"ticket\"} 1",
+        "boxoffice_timer_lag_seconds_count",
+        "boxoffice_actor_admission_refusals_total",
+        "boxoffice_store_commits_total",
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
+    assert!(!text.contains(id), "metrics must not carry ids");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_of_the_contract() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/openapi.json", &Auth::None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body["openapi"], "3.1.0");
+    let paths = response.body["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/users/signup", "post"),
+        ("/api/users/signin", "post"),
+        ("/api/users/signout", "post"),
+        ("/api/users/currentuser", "get"),
+        ("/api/tickets", "get"),
+        ("/api/tickets", "post"),
+        ("/api/tickets/{id}", "get"),
+        ("/api/tickets/{id}", "put"),
+        ("/api/orders", "get"),
+        ("/api/orders", "post"),
+        ("/api/orders/{id}", "get"),
+        ("/api/orders/{id}", "delete"),
+        ("/api/payments", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/admin/api/cluster", "get"),
+        ("/admin/api/shard-moves", "get"),
+        ("/admin/api/events", "get"),
+        ("/admin/api/tail", "get"),
+        ("/admin/api/actors", "get"),
+        ("/admin/api/actors/{kind}/{id}", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|item| item.get(method)).is_some(),
+            "{method} {path} is not documented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_anonymous_and_wrong_tokens() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/admin/api/cluster",
+        "/admin/api/events",
+        "/admin/api/actors",
+        "/admin/api/shard-moves",
+        "/admin/api/tail",
+    ] {
+        for auth in [Auth::None, Auth::Bearer("wrong".into())] {
+            let response = app.get(path, &auth).await;
+            response.assert_error(StatusCode::UNAUTHORIZED, "Not authorized");
+        }
+        if path == "/admin/api/tail" {
+            // An event stream never ends: read only its head.
+            let stream = app
+                .client
+                .get(app.url(path))
+                .bearer_auth(crate::harness::ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stream.status(), StatusCode::OK);
+            assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        } else {
+            let allowed = app.get(path, &Auth::Admin).await;
+            assert_eq!(allowed.status, StatusCode::OK, "{path}: {allowed:?}");
+        }
+    }
+    let cluster = app.get("/admin/api/cluster", &Auth::Admin).await;
+    assert_eq!(cluster.body["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(cluster.body["shards"].as_array().unwrap().len(), 512);
+    let text = app.get("/admin/api/events", &Auth::Admin).await.text;
+    assert!(
+        !text.contains("argon2"),
+        "no password hashes in admin responses"
+    );
+}
+
+#[tokio::test]
+async fn unknown_actor_is_404_and_a_user_is_never_shown_with_its_hash() {
+    let app = TestApp::spawn().await;
+    let missing = app
+        .get(
+            &format!("/admin/api/actors/ticket/{}", crate::harness::random_id()),
+            &Auth::Admin,
+        )
+        .await;
+    missing.assert_error(StatusCode::NOT_FOUND, "Not Found");
+    let bad_kind = app
+        .get(
+            &format!("/admin/api/actors/user/{}", crate::harness::random_id()),
+            &Auth::Admin,
+        )
+        .await;
+    assert_eq!(bad_kind.status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_bad_flag_is_one_clear_line_and_exit_code_2() {
+    let output = boxoffice(&["serve", "--order-ttl", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--order-ttl"), "{stderr}");
+}
+
+#[test]
+fn cluster_flags_are_refused_clearly_until_cluster_mode_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = boxoffice(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--nats",
+        "nats://127.0.0.1:4222",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cluster mode"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_work() {
+    let help = boxoffice(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("serve"));
+    let version = boxoffice(&["--version"]);
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn a_data_dir_in_use_is_refused_and_sigterm_stops_cleanly() {
+    let mut app = TestApp::spawn().await;
+    let output = boxoffice(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        app.data_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let status = app.terminate();
+    assert_eq!(status.code(), Some(0), "{}", app.log());
+}
+
+#[tokio::test]
+async fn the_healthcheck_command_follows_healthz() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/healthz");
+    let healthy = boxoffice(&["healthcheck", "--url", &url]);
+    assert!(healthy.status.success(), "{healthy:?}");
+    drop(app);
+    let gone = boxoffice(&["healthcheck", "--url", &url]);
+    assert!(!gone.status.success());
+}
+
+#[test]
+fn without_secrets_the_embedded_default_generates_and_keeps_them() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("JWT_KEY")
+        .env_remove("BOXOFFICE_ADMIN_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("listening on http://");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let jwt = std::fs::read_to_string(dir.path().join("jwt.key")).unwrap();
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert_eq!(jwt.trim().len(), 64);
+    assert_eq!(admin.trim().len(), 64);
+    let log = log.join("\n");
+    assert!(
+        log.contains("jwt.key") && log.contains("admin.token"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(jwt.trim()) && !log.contains(admin.trim()),
+        "secrets must not be logged"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["jwt.key", "admin.token"] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+}
