@@ -17,7 +17,7 @@ use crate::domain::{
     BeginPayment, Change, ExpireOutcome, Order, OrderId, OrderRefusal, OrderStatus, Payment,
     PaymentAttempt, PaymentId, TicketId, TicketSnapshot, UserId,
 };
-use crate::payments::{ChargeRequest, PaymentError};
+use crate::payments::{Charge, ChargeRequest, PaymentError};
 use crate::store::{Command, DeadlineKind, EntityWrite, Stored, UnitOfWork};
 
 type Reply<T> = RpcReplyPort<Result<T, ActorError>>;
@@ -60,6 +60,26 @@ pub enum OrderMsg {
         context: RequestContext,
         reply: Reply<()>,
     },
+    /// The gateway answered the charge in flight (sent by the task that asked it).
+    ChargeFinished {
+        attempt: PaymentAttempt,
+        outcome: Result<Charge, PaymentError>,
+    },
+}
+
+/// A request waiting for the charge in flight to be decided.
+enum Waiter {
+    Pay {
+        by: UserId,
+        token: String,
+        client_key: Option<String>,
+        context: RequestContext,
+        reply: Reply<Payment>,
+    },
+    Reconcile {
+        context: RequestContext,
+        reply: Reply<()>,
+    },
 }
 
 /// The actor of one order.
@@ -71,6 +91,9 @@ pub struct OrderState {
     cell: Arc<EntityCell>,
     runtime: Arc<Runtime>,
     record: Option<Stored<Order>>,
+    /// Requests waiting for the charge in flight, the one that started it first. While a charge
+    /// is in flight the actor keeps answering (`Get` shows `awaiting:payment`).
+    charge_waiters: Option<Vec<Waiter>>,
 }
 
 impl EntityActor for OrderActor {
@@ -101,6 +124,7 @@ impl Actor for OrderActor {
             cell: args.cell,
             runtime: args.runtime,
             record,
+            charge_waiters: None,
         };
         state.publish_snapshot();
         Ok(state)
@@ -132,12 +156,23 @@ impl Actor for OrderActor {
                 client_key,
                 context,
                 reply,
-            } => answer(
-                reply,
-                state.pay(by, &token, client_key.as_deref(), &context).await,
-            ),
+            } => {
+                let waiter = Waiter::Pay {
+                    by,
+                    token,
+                    client_key,
+                    context,
+                    reply,
+                };
+                state.begin(&myself, waiter).await
+            }
             OrderMsg::Reconcile { context, reply } => {
-                answer(reply, state.reconcile(&context).await)
+                state
+                    .begin(&myself, Waiter::Reconcile { context, reply })
+                    .await
+            }
+            OrderMsg::ChargeFinished { attempt, outcome } => {
+                state.finish_charge(&myself, attempt, outcome).await
             }
         };
         state.cell.record_service_time(started.elapsed());
@@ -264,76 +299,207 @@ impl OrderState {
         Ok(())
     }
 
+    /// Handles a payment or a reconciliation: it waits behind the charge in flight, if any,
+    /// else it is answered at once (refused, or nothing to do) or starts a charge and is
+    /// answered when the gateway has decided (`finish_charge`). Returns whether the actor is
+    /// stale.
+    async fn begin(&mut self, myself: &ActorRef<OrderMsg>, waiter: Waiter) -> bool {
+        if let Some(waiters) = &mut self.charge_waiters {
+            waiters.push(waiter);
+            return false;
+        }
+        match waiter {
+            Waiter::Pay {
+                by,
+                token,
+                client_key,
+                context,
+                reply,
+            } => {
+                self.pay(myself, by, token, client_key, context, reply)
+                    .await
+            }
+            Waiter::Reconcile { context, reply } => self.reconcile(myself, context, reply),
+        }
+    }
+
     async fn pay(
         &mut self,
+        myself: &ActorRef<OrderMsg>,
         by: UserId,
-        token: &str,
-        client_key: Option<&str>,
-        context: &RequestContext,
-    ) -> Result<Payment, Staleable> {
-        let order = self.current()?.clone();
-        match order.begin_payment(by, token, client_key, crate::clock::now())? {
-            BeginPayment::ExpiredFirst(change) => {
-                let release = self.release_command();
-                self.persist("Expire", context, change, Some(release))
-                    .await?;
-                Err(OrderRefusal::CannotPayCancelled.into())
-            }
-            BeginPayment::Charge(change, attempt) => {
-                self.persist("Pay", context, change, None).await?;
-                self.charge(attempt, context).await
-            }
-            BeginPayment::Resume(attempt) => self.charge(attempt, context).await,
-        }
-    }
-
-    async fn reconcile(&mut self, context: &RequestContext) -> Result<(), Staleable> {
-        let order = self.current()?.clone();
-        match (&order.status, &order.payment) {
-            (OrderStatus::AwaitingPayment, Some(attempt)) => {
-                let attempt = attempt.clone();
-                match self.charge(attempt, context).await {
-                    Ok(_) => Ok(()),
-                    Err(Staleable {
-                        error: ActorError::Payment(PaymentError::Unavailable(_)),
-                        stale,
-                    }) => Err(Staleable {
-                        error: ActorError::Unavailable {
-                            retry_after: Duration::from_secs(5),
-                        },
-                        stale,
-                    }),
-                    // A declined charge is an answer: the order is settled.
-                    Err(Staleable { stale: false, .. }) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Asks the gateway for the charge of `attempt` (the order is `awaiting:payment`) and
-    /// persists what it says. When the gateway cannot be reached, the order stays awaiting
-    /// payment: its outcome is unknown until the gateway is asked again with the same key.
-    async fn charge(
-        &mut self,
-        attempt: PaymentAttempt,
-        context: &RequestContext,
-    ) -> Result<Payment, Staleable> {
-        let request = ChargeRequest {
-            amount_cents: attempt.amount.cents(),
-            currency: "usd".into(),
-            source: attempt.token.clone(),
-            idempotency_key: attempt.idempotency_key.clone(),
+        token: String,
+        client_key: Option<String>,
+        context: RequestContext,
+        reply: Reply<Payment>,
+    ) -> bool {
+        let order = match self.current() {
+            Ok(order) => order.clone(),
+            Err(error) => return answer(reply, Err(error)),
         };
-        let mut outcome = self.runtime.gateway.charge(&request).await;
-        let mut tries = 1;
-        while matches!(outcome, Err(PaymentError::Unavailable(_))) && tries < CHARGE_ATTEMPTS {
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(tries * tries))).await;
-            outcome = self.runtime.gateway.charge(&request).await;
-            tries += 1;
+        let attempt =
+            match order.begin_payment(by, &token, client_key.as_deref(), crate::clock::now()) {
+                Err(refusal) => return answer(reply, Err(refusal.into())),
+                Ok(BeginPayment::ExpiredFirst(change)) => {
+                    let release = self.release_command();
+                    let result = self
+                        .persist("Expire", &context, change, Some(release))
+                        .await
+                        .and_then(|_| Err(OrderRefusal::CannotPayCancelled.into()));
+                    return answer(reply, result);
+                }
+                Ok(BeginPayment::Charge(change, attempt)) => {
+                    if let Err(error) = self.persist("Pay", &context, change, None).await {
+                        return answer(reply, Err(error));
+                    }
+                    attempt
+                }
+                Ok(BeginPayment::Resume(attempt)) => attempt,
+            };
+        self.start_charge(myself, attempt);
+        self.charge_waiters = Some(vec![Waiter::Pay {
+            by,
+            token,
+            client_key,
+            context,
+            reply,
+        }]);
+        false
+    }
+
+    /// Settles a charge left in flight by asking the gateway again with the same attempt.
+    fn reconcile(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        context: RequestContext,
+        reply: Reply<()>,
+    ) -> bool {
+        let attempt = match self.current() {
+            Ok(Order {
+                status: OrderStatus::AwaitingPayment,
+                payment: Some(attempt),
+                ..
+            }) => attempt.clone(),
+            Ok(_) => return answer(reply, Ok(())),
+            Err(error) => return answer(reply, Err(error)),
+        };
+        self.start_charge(myself, attempt);
+        self.charge_waiters = Some(vec![Waiter::Reconcile { context, reply }]);
+        false
+    }
+
+    /// Asks the gateway in a task of its own, so the actor keeps answering meanwhile; the answer
+    /// comes back as `ChargeFinished`. The same idempotency key is used for every try.
+    fn start_charge(&self, myself: &ActorRef<OrderMsg>, attempt: PaymentAttempt) {
+        let gateway = self.runtime.gateway.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let request = ChargeRequest {
+                amount_cents: attempt.amount.cents(),
+                currency: "usd".into(),
+                source: attempt.token.clone(),
+                idempotency_key: attempt.idempotency_key.clone(),
+            };
+            let mut outcome = gateway.charge(&request).await;
+            let mut tries = 1;
+            while matches!(outcome, Err(PaymentError::Unavailable(_))) && tries < CHARGE_ATTEMPTS {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(tries * tries))).await;
+                outcome = gateway.charge(&request).await;
+                tries += 1;
+            }
+            if myself
+                .cast(OrderMsg::ChargeFinished { attempt, outcome })
+                .is_err()
+            {
+                // The actor is gone; the order stays awaiting payment and reconciliation asks
+                // the gateway again with the same key.
+                tracing::warn!("order actor stopped during a charge");
+            }
+        });
+    }
+
+    /// Persists what the gateway decided and answers everyone who waited: the request that
+    /// started the charge gets its outcome; the others are handled afresh (a second payment
+    /// then finds the order paid).
+    async fn finish_charge(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        attempt: PaymentAttempt,
+        outcome: Result<Charge, PaymentError>,
+    ) -> bool {
+        let mut waiters = self.charge_waiters.take().unwrap_or_default().into_iter();
+        let first = waiters.next();
+        let context = match &first {
+            Some(Waiter::Pay { context, .. } | Waiter::Reconcile { context, .. }) => {
+                context.clone()
+            }
+            None => RequestContext::default(),
+        };
+        let settled = self.settle(&attempt, outcome, &context).await;
+        let is_unavailable = matches!(
+            settled,
+            Err(Staleable {
+                error: ActorError::Payment(PaymentError::Unavailable(_)),
+                ..
+            })
+        );
+        let stale = matches!(settled, Err(Staleable { stale: true, .. }));
+        match first {
+            Some(Waiter::Pay { reply, .. }) => {
+                answer(reply, settled);
+            }
+            Some(Waiter::Reconcile { reply, .. }) => {
+                let result = match settled {
+                    Ok(_) => Ok(()),
+                    Err(error) if is_unavailable || error.stale => Err(error),
+                    // A decline is an answer: the charge is settled.
+                    Err(_) => Ok(()),
+                };
+                answer(reply, result);
+            }
+            None => {}
         }
+        for waiter in waiters {
+            if is_unavailable || stale {
+                let error = || {
+                    Staleable::from(ActorError::Unavailable {
+                        retry_after: Duration::from_secs(5),
+                    })
+                };
+                match waiter {
+                    Waiter::Pay { reply, .. } => {
+                        answer(reply, Err(error()));
+                    }
+                    Waiter::Reconcile { reply, .. } => {
+                        answer(reply, Err(error()));
+                    }
+                }
+            } else {
+                self.begin(myself, waiter).await;
+            }
+        }
+        stale
+    }
+
+    /// Persists the gateway's answer for `attempt`.
+    async fn settle(
+        &mut self,
+        attempt: &PaymentAttempt,
+        outcome: Result<Charge, PaymentError>,
+        context: &RequestContext,
+    ) -> Result<Payment, Staleable> {
         let order = self.current()?.clone();
+        let is_current_attempt = order.status == OrderStatus::AwaitingPayment
+            && order
+                .payment
+                .as_ref()
+                .is_some_and(|current| current.idempotency_key == attempt.idempotency_key);
+        if !is_current_attempt {
+            return Err(ActorError::Internal(format!(
+                "charge answer for {} arrived after the order moved on",
+                attempt.idempotency_key
+            ))
+            .into());
+        }
         match outcome {
             Ok(charge) => {
                 let payment_id = PaymentId(self.runtime.ids.next());

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::store_error;
 use super::error::ApiError;
+use super::extract::Query;
 use super::orders::order_json;
 use super::tickets::ticket_json;
 use crate::actors::EntityKind;

@@ -145,6 +145,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
     }
 }
 
+/// A query string, rejected in the contract's format (400) when it does not parse.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(query)| Query(query))
+            .map_err(|rejection| {
+                ApiError::bad_request(format!("Invalid query string: {}", rejection.body_text()))
+            })
+    }
+}
+
 /// Parses a path id; a malformed id is a 404, as for an unknown one.
 pub fn parse_path_id<T>(
     text: &str,

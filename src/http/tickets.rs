@@ -4,7 +4,7 @@
 //! ticket's actor; the list is read straight from the store (reads need no serialisation).
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::store_error;
 use super::error::ApiError;
-use super::extract::{Context, JsonBody, SignedIn, parse_path_id};
+use super::extract::{Context, JsonBody, Query, SignedIn, parse_path_id};
 use crate::domain::{FieldError, Price, Ticket, TicketId, Title, ValidationErrors};
 
 /// The largest (and default) page of `GET /api/tickets`.

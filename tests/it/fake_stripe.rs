@@ -44,6 +44,9 @@ pub enum FakeOutcome {
     Succeed,
     /// 402 `card_error` / `card_declined` with this message.
     Decline(String),
+    /// The charge is made at once (a replay of its key answers success), but the first answer
+    /// is held back this long: the caller may die while it waits.
+    SucceedSlowly(std::time::Duration),
 }
 
 /// One request the fake received, whatever it was.
@@ -242,38 +245,47 @@ async fn answer(State(state): State<Arc<Mutex<FakeState>>>, request: Request) ->
         failures.push("no source".to_string());
     }
 
-    let mut state = state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if authorization.as_deref() != Some(format!("Bearer {}", state.api_key).as_str()) {
-        failures.push("Authorization is not `Bearer <the api key>`".to_string());
-    }
-    let mut call = RecordedCall {
-        method: method.to_string(),
-        path,
-        idempotency_key: idempotency_key.clone(),
-        amount_cents,
-        currency: currency.clone(),
-        source: source.clone(),
-        status: 0,
-        is_replay: false,
-        failures,
-    };
-    let (status, body) = match (idempotency_key, amount_cents, currency, source) {
-        (Some(key), Some(amount_cents), Some(currency), Some(source))
-            if call.failures.is_empty() =>
-        {
-            let parameters = ChargeParameters {
-                amount_cents,
-                currency,
-                source,
-            };
-            state.charge(key, parameters, &mut call)
+    let (status, body, delay) = {
+        let mut state = state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if authorization.as_deref() != Some(format!("Bearer {}", state.api_key).as_str()) {
+            failures.push("Authorization is not `Bearer <the api key>`".to_string());
         }
-        _ => failed(&call.failures),
+        let mut call = RecordedCall {
+            method: method.to_string(),
+            path,
+            idempotency_key: idempotency_key.clone(),
+            amount_cents,
+            currency: currency.clone(),
+            source: source.clone(),
+            status: 0,
+            is_replay: false,
+            failures,
+        };
+        let (status, body, delay) = match (idempotency_key, amount_cents, currency, source) {
+            (Some(key), Some(amount_cents), Some(currency), Some(source))
+                if call.failures.is_empty() =>
+            {
+                let parameters = ChargeParameters {
+                    amount_cents,
+                    currency,
+                    source,
+                };
+                state.charge(key, parameters, &mut call)
+            }
+            _ => {
+                let (status, body) = failed(&call.failures);
+                (status, body, None)
+            }
+        };
+        call.status = status.as_u16();
+        state.calls.push(call);
+        (status, body, delay)
     };
-    call.status = status.as_u16();
-    state.calls.push(call);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     (status, Json(body)).into_response()
 }
 
@@ -284,11 +296,11 @@ impl FakeState {
         key: String,
         parameters: ChargeParameters,
         call: &mut RecordedCall,
-    ) -> (StatusCode, Value) {
+    ) -> (StatusCode, Value, Option<std::time::Duration>) {
         if let Some(answered) = self.answered.get(&key) {
             if answered.parameters == parameters {
                 call.is_replay = true;
-                return (answered.status, answered.body.clone());
+                return (answered.status, answered.body.clone(), None);
             }
             call.failures.push(format!(
                 "idempotency key {key:?} reused with other parameters (first {:?})",
@@ -300,12 +312,14 @@ impl FakeState {
                     "type": "idempotency_error",
                     "message": "Keys for idempotent requests can only be used with the same parameters they were first used with.",
                 }}),
+                None,
             );
         }
 
         let Some(expected) = self.expected.pop_front() else {
             call.failures.push("no charge was expected".to_string());
-            return failed(&call.failures);
+            let (status, body) = failed(&call.failures);
+            return (status, body, None);
         };
         if expected.amount_cents != parameters.amount_cents {
             call.failures.push(format!(
@@ -329,11 +343,16 @@ impl FakeState {
         if !call.failures.is_empty() {
             // The expectation stays queued, so `verify` also reports it as never made.
             self.expected.push_front(expected);
-            return failed(&call.failures);
+            let (status, body) = failed(&call.failures);
+            return (status, body, None);
         }
 
+        let delay = match expected.outcome {
+            FakeOutcome::SucceedSlowly(delay) => Some(delay),
+            FakeOutcome::Succeed | FakeOutcome::Decline(_) => None,
+        };
         let (status, body) = match expected.outcome {
-            FakeOutcome::Succeed => {
+            FakeOutcome::Succeed | FakeOutcome::SucceedSlowly(_) => {
                 self.charges_made += 1;
                 (
                     StatusCode::OK,
@@ -363,7 +382,7 @@ impl FakeState {
                 body: body.clone(),
             },
         );
-        (status, body)
+        (status, body, delay)
     }
 }
 

@@ -255,3 +255,20 @@ fn without_secrets_the_embedded_default_generates_and_keeps_them() {
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
 }
+
+#[tokio::test]
+async fn a_query_string_that_does_not_parse_is_a_json_400() {
+    let app = TestApp::spawn().await;
+    for path in ["/admin/api/events?after=abc", "/admin/api/actors?limit=-1"] {
+        let response = app.get(path, &Auth::Admin).await;
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {response:?}"
+        );
+        response.assert_error_format();
+    }
+    let response = app.get("/api/tickets?limit=abc", &Auth::None).await;
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert_eq!(response.error_fields(), vec!["limit"]);
+}

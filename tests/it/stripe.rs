@@ -249,3 +249,93 @@ async fn charge_amount_is_the_price_in_whole_cents() {
     }
     fake.verify();
 }
+
+/// A charge in flight when the server dies leaves the order `awaiting:payment`; at start-up the
+/// server asks Stripe again with the same idempotency key, learns the charge succeeded, and
+/// completes the order: the money taken is never lost, and never taken twice.
+#[tokio::test]
+async fn a_charge_in_flight_when_the_server_dies_is_reconciled_at_start() {
+    let fake = FakeStripe::start(STRIPE_KEY).await;
+    let stripe_args = [
+        "--stripe-key",
+        STRIPE_KEY,
+        "--stripe-api-base",
+        &fake.base_url,
+    ];
+    let mut app = TestApp::spawn_with(AppOptions::with_args(&stripe_args)).await;
+    let buyer = app.new_user().await;
+    let order_id = order_ticket(&app, &buyer, json!(20)).await;
+    fake.expect_charge(expected_charge(
+        2000,
+        "tok_visa",
+        FakeOutcome::SucceedSlowly(std::time::Duration::from_secs(120)),
+    ));
+    let api = app.api();
+    let payer = buyer.clone();
+    let paying_order = order_id.clone();
+    let payment = tokio::spawn(async move {
+        api.try_request(
+            reqwest::Method::POST,
+            "/api/payments",
+            &payer.bearer(),
+            Some(&json!({"orderId": paying_order, "token": "tok_visa"})),
+        )
+        .await
+    });
+    app.eventually(
+        "the charge to reach Stripe",
+        std::time::Duration::from_secs(20),
+        || async { (fake.calls().len() == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        order_status(&app, &buyer, &order_id).await,
+        "awaiting:payment"
+    );
+
+    app.kill();
+    assert!(
+        payment.await.unwrap().is_err(),
+        "the client never got an answer from the killed server"
+    );
+    app.restart(&stripe_args).await;
+    app.eventually(
+        "the order to be reconciled",
+        std::time::Duration::from_secs(60),
+        || async { (order_status(&app, &buyer, &order_id).await == "complete").then_some(()) },
+    )
+    .await;
+
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(
+        calls[0].idempotency_key, calls[1].idempotency_key,
+        "asked again with the same key"
+    );
+    assert!(
+        calls[1].is_replay,
+        "Stripe answered from its idempotency record: one charge"
+    );
+    let payments = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|event| {
+            event["name"] == "payment.created" && event["data"]["orderId"] == json!(order_id)
+        })
+        .count();
+    assert_eq!(payments, 1);
+    let order = app.order_json(&buyer, &order_id).await;
+    let ticket = app
+        .get(
+            &format!("/api/tickets/{}", order["ticket"]["id"].as_str().unwrap()),
+            &crate::harness::Auth::None,
+        )
+        .await;
+    assert_eq!(
+        ticket.body["orderId"],
+        json!(order_id),
+        "the ticket is sold to the order"
+    );
+    fake.verify();
+}
