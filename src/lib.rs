@@ -10,6 +10,7 @@ pub mod actors;
 pub mod app;
 pub mod bus;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;

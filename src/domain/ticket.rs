@@ -22,9 +22,23 @@ pub const MAX_PRICE_CENTS: u64 = 100_000_000;
 pub const MAX_TITLE_CHARS: usize = 256;
 
 /// A ticket's title: at least one visible character, no control characters, bounded length.
+/// Deserialising parses too, so an invalid title cannot arrive from storage or the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct Title(String);
+
+impl TryFrom<String> for Title {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Title::parse(&text).map_err(|error| error.message)
+    }
+}
+
+impl From<Title> for String {
+    fn from(title: Title) -> String {
+        title.0
+    }
+}
 
 impl Title {
     /// Parses a title; it is kept exactly as given.

@@ -8,10 +8,24 @@ use serde::{Deserialize, Serialize};
 use super::id::UserId;
 use super::validation::FieldError;
 
-/// An email address, trimmed and lower-cased, so comparisons ignore case.
+/// An email address, trimmed and lower-cased, so comparisons ignore case. Deserialising
+/// parses too, so an invalid address cannot arrive from storage or the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct Email(String);
+
+impl TryFrom<String> for Email {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Email::parse(&text).map_err(|error| error.message)
+    }
+}
+
+impl From<Email> for String {
+    fn from(email: Email) -> String {
+        email.0
+    }
+}
 
 const EMAIL_MESSAGE: &str = "Email must be valid";
 
@@ -155,6 +169,13 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn deserialising_parses() {
+        let email: Email = serde_json::from_str("\"A@Example.com\"").unwrap();
+        assert_eq!(email.as_str(), "a@example.com");
+        assert!(serde_json::from_str::<Email>("\"nope\"").is_err());
     }
 
     #[test]
