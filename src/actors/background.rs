@@ -9,15 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use futures::StreamExt;
-
-use super::{OrderMsg, RequestContext, Runtime, TicketMsg};
+use super::{OrderRequest, RequestContext, Runtime, TicketRequest};
 use crate::bus::{Bus, BusEvent, event_subject, new_traceparent};
-use crate::domain::ObjectId;
+use crate::domain::{ObjectId, OrderId, TicketId};
 use crate::store::{DeadlineKind, UnitOfWork};
 use crate::timers::TimerKey;
 
@@ -96,12 +95,7 @@ async fn reconcile_reservations(runtime: Arc<Runtime>, reserved: Vec<ObjectId>) 
                 request_id: Some("recovery".into()),
             };
             let result = runtime
-                .tickets
-                .call(
-                    ticket,
-                    |reply| TicketMsg::ReconcileHold { context, reply },
-                    runtime.config.call_timeout,
-                )
+                .ask_ticket(TicketId(ticket), TicketRequest::ReconcileHold, context)
                 .await;
             if let Err(error) = result {
                 // The reservation's own deadline still frees it later.
@@ -157,31 +151,20 @@ async fn fire(runtime: &Runtime, key: TimerKey) {
     let context = RequestContext {
         request_id: Some("timer".into()),
     };
-    let timeout = runtime.config.call_timeout;
     let result = match key.kind {
         DeadlineKind::OrderExpiry => {
             runtime
-                .orders
-                .call(
-                    key.entity,
-                    |reply| OrderMsg::Expire { context, reply },
-                    timeout,
-                )
+                .ask_order(OrderId(key.entity), OrderRequest::Expire, context)
                 .await
         }
         DeadlineKind::TicketReservation => {
             runtime
-                .tickets
-                .call(
-                    key.entity,
-                    |reply| TicketMsg::ResolveHold { context, reply },
-                    timeout,
-                )
+                .ask_ticket(TicketId(key.entity), TicketRequest::ResolveHold, context)
                 .await
         }
     };
     match result {
-        Ok(()) | Err(super::ActorError::NotFound) => {}
+        Ok(_) | Err(super::ActorError::NotFound) => {}
         Err(error) => {
             tracing::warn!(entity = %key.entity, error = %error, "timer delivery failed; retrying");
             let retry_at = crate::clock::now().plus(Duration::from_secs(1));
@@ -302,15 +285,10 @@ async fn run_payment_reconciliation(runtime: Arc<Runtime>, shutdown: Cancellatio
                         request_id: Some("reconciliation".into()),
                     };
                     let result = runtime
-                        .orders
-                        .call(
-                            order.id.0,
-                            |reply| OrderMsg::Reconcile { context, reply },
-                            runtime.config.call_timeout * 4,
-                        )
+                        .ask_order(order.id, OrderRequest::Reconcile, context)
                         .await;
                     match result {
-                        Ok(()) => tracing::info!(order = %order.id, "charge in flight reconciled"),
+                        Ok(_) => tracing::info!(order = %order.id, "charge in flight reconciled"),
                         Err(error) => {
                             tracing::warn!(order = %order.id, error = %error, "reconciling a charge failed; retrying later")
                         }

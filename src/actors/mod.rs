@@ -7,11 +7,13 @@
 mod background;
 pub mod entity;
 mod order;
+pub mod request;
 mod ticket;
 
 pub use background::BackgroundTasks;
 pub use entity::{DirectoryConfig, EntityInfo, EntityKind, LiveActor, Snapshot};
 pub use order::{OrderActor, OrderMsg};
+pub use request::{Answer, Envelope, OrderRequest, TicketRequest, WireError};
 pub use ticket::{TicketActor, TicketMsg};
 
 use std::collections::HashSet;
@@ -35,8 +37,9 @@ use crate::store::{
 use crate::timers::{TimerKey, Timers};
 use entity::EntityTable;
 
-/// Why an actor operation did not succeed.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why an actor operation did not succeed. Serialisable: it is also the error reply of a
+/// request routed to another node.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, thiserror::Error)]
 pub enum ActorError {
     #[error("not found")]
     NotFound,
@@ -203,6 +206,49 @@ impl Runtime {
         self.started.elapsed()
     }
 
+    // ---- asking actors ---------------------------------------------------------------------
+
+    /// Asks the actor of ticket `id`, activating it if needed.
+    pub async fn ask_ticket(
+        &self,
+        id: TicketId,
+        request: TicketRequest,
+        context: RequestContext,
+    ) -> Result<Answer, ActorError> {
+        self.tickets
+            .call(
+                id.0,
+                |reply| TicketMsg::Request {
+                    request,
+                    context,
+                    reply,
+                },
+                self.config.call_timeout,
+            )
+            .await
+    }
+
+    /// Asks the actor of order `id`, activating it if needed.
+    pub async fn ask_order(
+        &self,
+        id: OrderId,
+        request: OrderRequest,
+        context: RequestContext,
+    ) -> Result<Answer, ActorError> {
+        let timeout = request.timeout(self.config.call_timeout);
+        self.orders
+            .call(
+                id.0,
+                |reply| OrderMsg::Request {
+                    request,
+                    context,
+                    reply,
+                },
+                timeout,
+            )
+            .await
+    }
+
     // ---- operations the HTTP layer calls -------------------------------------------------
 
     /// Puts a new ticket on sale.
@@ -213,31 +259,20 @@ impl Runtime {
         price: Price,
         context: RequestContext,
     ) -> Result<Ticket, ActorError> {
-        let id = self.ids.next();
-        self.tickets
-            .call(
-                id,
-                |reply| TicketMsg::Create {
-                    title,
-                    price,
-                    owner,
-                    context,
-                    reply,
-                },
-                self.config.call_timeout,
-            )
-            .await
+        let id = TicketId(self.ids.next());
+        let request = TicketRequest::Create {
+            title,
+            price,
+            owner,
+        };
+        self.ask_ticket(id, request, context).await?.into_ticket()
     }
 
     /// The current state of a ticket.
     pub async fn get_ticket(&self, id: TicketId) -> Result<Ticket, ActorError> {
-        self.tickets
-            .call(
-                id.0,
-                |reply| TicketMsg::Get { reply },
-                self.config.call_timeout,
-            )
-            .await
+        self.ask_ticket(id, TicketRequest::Get, RequestContext::default())
+            .await?
+            .into_ticket()
     }
 
     /// Changes a ticket's title and price as its owner.
@@ -249,19 +284,8 @@ impl Runtime {
         price: Price,
         context: RequestContext,
     ) -> Result<Ticket, ActorError> {
-        self.tickets
-            .call(
-                id.0,
-                |reply| TicketMsg::Update {
-                    by,
-                    title,
-                    price,
-                    context,
-                    reply,
-                },
-                self.config.call_timeout,
-            )
-            .await
+        let request = TicketRequest::Update { by, title, price };
+        self.ask_ticket(id, request, context).await?.into_ticket()
     }
 
     /// Orders a ticket for `user`.
@@ -271,30 +295,16 @@ impl Runtime {
         ticket_id: TicketId,
         context: RequestContext,
     ) -> Result<Order, ActorError> {
-        let id = self.ids.next();
-        self.orders
-            .call(
-                id,
-                |reply| OrderMsg::Create {
-                    user,
-                    ticket_id,
-                    context,
-                    reply,
-                },
-                self.config.call_timeout * 2,
-            )
-            .await
+        let id = OrderId(self.ids.next());
+        let request = OrderRequest::Create { user, ticket_id };
+        self.ask_order(id, request, context).await?.into_order()
     }
 
     /// The current state of an order.
     pub async fn get_order(&self, id: OrderId) -> Result<Order, ActorError> {
-        self.orders
-            .call(
-                id.0,
-                |reply| OrderMsg::Get { reply },
-                self.config.call_timeout,
-            )
-            .await
+        self.ask_order(id, OrderRequest::Get, RequestContext::default())
+            .await?
+            .into_order()
     }
 
     /// Cancels an order as its owner.
@@ -304,13 +314,9 @@ impl Runtime {
         by: UserId,
         context: RequestContext,
     ) -> Result<Order, ActorError> {
-        self.orders
-            .call(
-                id.0,
-                |reply| OrderMsg::Cancel { by, context, reply },
-                self.config.call_timeout * 2,
-            )
-            .await
+        self.ask_order(id, OrderRequest::Cancel { by }, context)
+            .await?
+            .into_order()
     }
 
     /// Pays an order as its owner.
@@ -322,20 +328,12 @@ impl Runtime {
         client_key: Option<String>,
         context: RequestContext,
     ) -> Result<Payment, ActorError> {
-        self.orders
-            .call(
-                id.0,
-                |reply| OrderMsg::Pay {
-                    by,
-                    token,
-                    client_key,
-                    context,
-                    reply,
-                },
-                // The charge itself may take the gateway's whole timeout, twice.
-                self.config.call_timeout * 4,
-            )
-            .await
+        let request = OrderRequest::Pay {
+            by,
+            token,
+            client_key,
+        };
+        self.ask_order(id, request, context).await?.into_payment()
     }
 
     // ---- what actors share -----------------------------------------------------------------
@@ -376,42 +374,21 @@ impl Runtime {
     /// Delivers an outbox command now; if that fails it stays pending (when it has an outbox id)
     /// and is redelivered.
     pub(crate) async fn deliver(&self, command_id: Option<u64>, command: Command) {
-        let result = match command {
+        let (ticket_id, request) = match command {
             Command::ReleaseTicket {
                 ticket_id,
                 order_id,
-            } => {
-                self.tickets
-                    .call(
-                        ticket_id.0,
-                        |reply| TicketMsg::Release {
-                            order_id,
-                            context: RequestContext::default(),
-                            reply,
-                        },
-                        self.config.call_timeout,
-                    )
-                    .await
-            }
+            } => (ticket_id, TicketRequest::Release { order_id }),
             Command::MarkTicketSold {
                 ticket_id,
                 order_id,
-            } => {
-                self.tickets
-                    .call(
-                        ticket_id.0,
-                        |reply| TicketMsg::MarkSold {
-                            order_id,
-                            context: RequestContext::default(),
-                            reply,
-                        },
-                        self.config.call_timeout,
-                    )
-                    .await
-            }
+            } => (ticket_id, TicketRequest::MarkSold { order_id }),
         };
+        let result = self
+            .ask_ticket(ticket_id, request, RequestContext::default())
+            .await;
         match result {
-            Ok(()) | Err(ActorError::NotFound) => {
+            Ok(_) | Err(ActorError::NotFound) => {
                 if let Some(command_id) = command_id {
                     let _ = self.commands_done.send(command_id);
                 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::entity::{EntityActor, EntityArgs, EntityCell, EntityKind, Snapshot};
-use super::ticket::{Staleable, TicketMsg};
+use super::request::{Answer, OrderRequest, TicketRequest};
+use super::ticket::{Staleable, answer};
 use super::{ActorError, RequestContext, Runtime, transition};
 use crate::domain::{
     BeginPayment, Change, ExpireOutcome, Order, OrderId, OrderRefusal, OrderStatus, Payment,
@@ -20,45 +21,18 @@ use crate::domain::{
 use crate::payments::{Charge, ChargeRequest, PaymentError};
 use crate::store::{Command, DeadlineKind, EntityWrite, Stored, UnitOfWork};
 
-type Reply<T> = RpcReplyPort<Result<T, ActorError>>;
+type Reply = RpcReplyPort<Result<Answer, ActorError>>;
 
 /// How often a charge is asked again when the gateway is unreachable, before giving up for now.
 const CHARGE_ATTEMPTS: u32 = 3;
 
 /// Messages an order actor handles.
 pub enum OrderMsg {
-    /// Reserves the ticket and creates the order (the actor's id is the new order's id).
-    Create {
-        user: UserId,
-        ticket_id: TicketId,
+    /// A request, from this node or routed from another.
+    Request {
+        request: OrderRequest,
         context: RequestContext,
-        reply: Reply<Order>,
-    },
-    /// Answers the current state.
-    Get { reply: Reply<Order> },
-    /// Cancels the order at its owner's request.
-    Cancel {
-        by: UserId,
-        context: RequestContext,
-        reply: Reply<Order>,
-    },
-    /// The expiry timer fired.
-    Expire {
-        context: RequestContext,
-        reply: Reply<()>,
-    },
-    /// Charges the order's price and completes it.
-    Pay {
-        by: UserId,
-        token: String,
-        client_key: Option<String>,
-        context: RequestContext,
-        reply: Reply<Payment>,
-    },
-    /// Settles a charge left in flight (start-up reconciliation).
-    Reconcile {
-        context: RequestContext,
-        reply: Reply<()>,
+        reply: Reply,
     },
     /// The gateway answered the charge in flight (sent by the task that asked it).
     ChargeFinished {
@@ -74,11 +48,11 @@ enum Waiter {
         token: String,
         client_key: Option<String>,
         context: RequestContext,
-        reply: Reply<Payment>,
+        reply: Reply,
     },
     Reconcile {
         context: RequestContext,
-        reply: Reply<()>,
+        reply: Reply,
     },
 }
 
@@ -138,39 +112,44 @@ impl Actor for OrderActor {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         state.runtime.crash_if_armed(EntityKind::Order, state.id.0);
+        let order = |order: Order| Answer::Order(Box::new(order));
         let stale = match message {
-            OrderMsg::Create {
-                user,
-                ticket_id,
+            OrderMsg::Request {
+                request,
                 context,
                 reply,
-            } => answer(reply, state.create(user, ticket_id, &context).await),
-            OrderMsg::Get { reply } => answer(reply, state.current().cloned()),
-            OrderMsg::Cancel { by, context, reply } => {
-                answer(reply, state.cancel(by, &context).await)
-            }
-            OrderMsg::Expire { context, reply } => answer(reply, state.expire(&context).await),
-            OrderMsg::Pay {
-                by,
-                token,
-                client_key,
-                context,
-                reply,
-            } => {
-                let waiter = Waiter::Pay {
+            } => match request {
+                OrderRequest::Create { user, ticket_id } => answer(
+                    reply,
+                    state.create(user, ticket_id, &context).await.map(order),
+                ),
+                OrderRequest::Get => answer(reply, state.current().cloned().map(order)),
+                OrderRequest::Cancel { by } => {
+                    answer(reply, state.cancel(by, &context).await.map(order))
+                }
+                OrderRequest::Expire => {
+                    answer(reply, state.expire(&context).await.map(|()| Answer::Done))
+                }
+                OrderRequest::Pay {
                     by,
                     token,
                     client_key,
-                    context,
-                    reply,
-                };
-                state.begin(&myself, waiter).await
-            }
-            OrderMsg::Reconcile { context, reply } => {
-                state
-                    .begin(&myself, Waiter::Reconcile { context, reply })
-                    .await
-            }
+                } => {
+                    let waiter = Waiter::Pay {
+                        by,
+                        token,
+                        client_key,
+                        context,
+                        reply,
+                    };
+                    state.begin(&myself, waiter).await
+                }
+                OrderRequest::Reconcile => {
+                    state
+                        .begin(&myself, Waiter::Reconcile { context, reply })
+                        .await
+                }
+            },
             OrderMsg::ChargeFinished { attempt, outcome } => {
                 state.finish_charge(&myself, attempt, outcome).await
             }
@@ -181,15 +160,6 @@ impl Actor for OrderActor {
         }
         Ok(())
     }
-}
-
-fn answer<T>(reply: Reply<T>, result: Result<T, Staleable>) -> bool {
-    let (result, stale) = match result {
-        Ok(value) => (Ok(value), false),
-        Err(Staleable { error, stale }) => (Err(error), stale),
-    };
-    let _ = reply.send(result);
-    stale
 }
 
 impl From<OrderRefusal> for Staleable {
@@ -236,18 +206,16 @@ impl OrderState {
         let order_id = self.id;
         let ticket = self
             .runtime
-            .tickets
-            .call(
-                ticket_id.0,
-                |reply| TicketMsg::Reserve {
+            .ask_ticket(
+                ticket_id,
+                TicketRequest::Reserve {
                     order_id,
                     expires_at,
-                    context: context.clone(),
-                    reply,
                 },
-                self.runtime.config.call_timeout,
+                context.clone(),
             )
-            .await?;
+            .await?
+            .into_ticket()?;
         let snapshot = TicketSnapshot {
             id: ticket.id,
             title: ticket.title.as_str().to_string(),
@@ -330,7 +298,7 @@ impl OrderState {
         token: String,
         client_key: Option<String>,
         context: RequestContext,
-        reply: Reply<Payment>,
+        reply: Reply,
     ) -> bool {
         let order = match self.current() {
             Ok(order) => order.clone(),
@@ -371,7 +339,7 @@ impl OrderState {
         &mut self,
         myself: &ActorRef<OrderMsg>,
         context: RequestContext,
-        reply: Reply<()>,
+        reply: Reply,
     ) -> bool {
         let attempt = match self.current() {
             Ok(Order {
@@ -379,7 +347,7 @@ impl OrderState {
                 payment: Some(attempt),
                 ..
             }) => attempt.clone(),
-            Ok(_) => return answer(reply, Ok(())),
+            Ok(_) => return answer(reply, Ok(Answer::Done)),
             Err(error) => return answer(reply, Err(error)),
         };
         self.start_charge(myself, attempt);
@@ -445,14 +413,14 @@ impl OrderState {
         let stale = matches!(settled, Err(Staleable { stale: true, .. }));
         match first {
             Some(Waiter::Pay { reply, .. }) => {
-                answer(reply, settled);
+                answer(reply, settled.map(Answer::Payment));
             }
             Some(Waiter::Reconcile { reply, .. }) => {
                 let result = match settled {
-                    Ok(_) => Ok(()),
+                    Ok(_) => Ok(Answer::Done),
                     Err(error) if is_unavailable || error.stale => Err(error),
                     // A decline is an answer: the charge is settled.
-                    Err(_) => Ok(()),
+                    Err(_) => Ok(Answer::Done),
                 };
                 answer(reply, result);
             }
@@ -465,14 +433,8 @@ impl OrderState {
                         retry_after: Duration::from_secs(5),
                     })
                 };
-                match waiter {
-                    Waiter::Pay { reply, .. } => {
-                        answer(reply, Err(error()));
-                    }
-                    Waiter::Reconcile { reply, .. } => {
-                        answer(reply, Err(error()));
-                    }
-                }
+                let (Waiter::Pay { reply, .. } | Waiter::Reconcile { reply, .. }) = waiter;
+                answer(reply, Err(error()));
             } else {
                 self.begin(myself, waiter).await;
             }

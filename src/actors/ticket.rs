@@ -11,6 +11,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::entity::{EntityActor, EntityArgs, EntityCell, EntityKind, Snapshot};
+use super::request::{Answer, TicketRequest};
 use super::{ActorError, RequestContext, Runtime, transition};
 use crate::domain::{
     Change, Hold, HolderStatus, OrderId, Price, ReserveDecision, Ticket, TicketId, TicketRefusal,
@@ -18,72 +19,16 @@ use crate::domain::{
 };
 use crate::store::{DeadlineKind, EntityWrite, StoreError, Stored, UnitOfWork};
 
-type Reply<T> = RpcReplyPort<Result<T, ActorError>>;
+type Reply = RpcReplyPort<Result<Answer, ActorError>>;
 
 /// Messages a ticket actor handles.
 pub enum TicketMsg {
-    /// Puts the ticket on sale (the actor's id is the new ticket's id).
-    Create {
-        title: Title,
-        price: Price,
-        owner: UserId,
+    /// A request, from this node or routed from another.
+    Request {
+        request: TicketRequest,
         context: RequestContext,
-        reply: Reply<Ticket>,
+        reply: Reply,
     },
-    /// Answers the current state.
-    Get { reply: Reply<Ticket> },
-    /// Changes title and price.
-    Update {
-        by: UserId,
-        title: Title,
-        price: Price,
-        context: RequestContext,
-        reply: Reply<Ticket>,
-    },
-    /// Holds the ticket for an order until `expires_at`.
-    Reserve {
-        order_id: OrderId,
-        expires_at: Timestamp,
-        context: RequestContext,
-        reply: Reply<Ticket>,
-    },
-    /// Frees the ticket if `order_id` holds it.
-    Release {
-        order_id: OrderId,
-        context: RequestContext,
-        reply: Reply<()>,
-    },
-    /// Sells the ticket to `order_id`.
-    MarkSold {
-        order_id: OrderId,
-        context: RequestContext,
-        reply: Reply<()>,
-    },
-    /// The reservation's timer fired: settle it if it is past its deadline.
-    ResolveHold {
-        context: RequestContext,
-        reply: Reply<()>,
-    },
-    /// At start-up: settle a reservation whose order was never saved, was cancelled or paid.
-    ReconcileHold {
-        context: RequestContext,
-        reply: Reply<()>,
-    },
-}
-
-impl TicketMsg {
-    fn name(&self) -> &'static str {
-        match self {
-            TicketMsg::Create { .. } => "Create",
-            TicketMsg::Get { .. } => "Get",
-            TicketMsg::Update { .. } => "Update",
-            TicketMsg::Reserve { .. } => "Reserve",
-            TicketMsg::Release { .. } => "Release",
-            TicketMsg::MarkSold { .. } => "MarkSold",
-            TicketMsg::ResolveHold { .. } => "ResolveHold",
-            TicketMsg::ReconcileHold { .. } => "ReconcileHold",
-        }
-    }
 }
 
 /// The actor of one ticket.
@@ -144,85 +89,13 @@ impl Actor for TicketActor {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         state.runtime.crash_if_armed(EntityKind::Ticket, state.id.0);
-        let name = message.name();
-        let stale = match message {
-            TicketMsg::Create {
-                title,
-                price,
-                owner,
-                context,
-                reply,
-            } => {
-                let result = state.create(title, price, owner, &context).await;
-                answer(reply, result)
-            }
-            TicketMsg::Get { reply } => answer(reply, state.current().cloned()),
-            TicketMsg::Update {
-                by,
-                title,
-                price,
-                context,
-                reply,
-            } => {
-                let result = match state.current() {
-                    Ok(ticket) => match ticket.update(by, title, price) {
-                        Ok(change) => state.persist(name, &context, change).await,
-                        Err(refusal) => Err(refusal.into()),
-                    },
-                    Err(error) => Err(error),
-                };
-                answer(reply, result)
-            }
-            TicketMsg::Reserve {
-                order_id,
-                expires_at,
-                context,
-                reply,
-            } => {
-                let result = state.reserve(order_id, expires_at, &context).await;
-                answer(reply, result)
-            }
-            TicketMsg::Release {
-                order_id,
-                context,
-                reply,
-            } => {
-                let result = match state.current() {
-                    Ok(ticket) => match ticket.release(order_id) {
-                        Some(change) => state.persist(name, &context, change).await.map(|_| ()),
-                        None => Ok(()),
-                    },
-                    Err(error) => Err(error),
-                };
-                answer(reply, result)
-            }
-            TicketMsg::MarkSold {
-                order_id,
-                context,
-                reply,
-            } => {
-                let result = match state.current() {
-                    Ok(ticket) => match ticket.mark_sold(order_id) {
-                        Ok(Some(change)) => state.persist(name, &context, change).await.map(|_| ()),
-                        Ok(None) => Ok(()),
-                        Err(refusal) => {
-                            tracing::error!(ticket = %state.id, order = %order_id, holder = ?ticket.order_id(), "a paid order's ticket is held by another order");
-                            Err(refusal.into())
-                        }
-                    },
-                    Err(error) => Err(error),
-                };
-                answer(reply, result)
-            }
-            TicketMsg::ResolveHold { context, reply } => {
-                let result = state.resolve_hold(&context).await;
-                answer(reply, result)
-            }
-            TicketMsg::ReconcileHold { context, reply } => {
-                let result = state.reconcile_hold(&context).await;
-                answer(reply, result)
-            }
-        };
+        let TicketMsg::Request {
+            request,
+            context,
+            reply,
+        } = message;
+        let result = state.handle_request(request, &context).await;
+        let stale = answer(reply, result);
         state.cell.record_service_time(started.elapsed());
         if stale {
             // Another activation wrote this ticket: this copy must not serve it any more.
@@ -233,7 +106,10 @@ impl Actor for TicketActor {
 }
 
 /// Sends the answer and says whether it was a version conflict (the actor is stale).
-fn answer<T>(reply: Reply<T>, result: Result<T, Staleable>) -> bool {
+pub(crate) fn answer(
+    reply: RpcReplyPort<Result<Answer, ActorError>>,
+    result: Result<Answer, Staleable>,
+) -> bool {
     let (result, stale) = match result {
         Ok(value) => (Ok(value), false),
         Err(Staleable { error, stale }) => (Err(error), stale),
@@ -274,6 +150,58 @@ impl From<StoreError> for Staleable {
 }
 
 impl TicketState {
+    async fn handle_request(
+        &mut self,
+        request: TicketRequest,
+        context: &RequestContext,
+    ) -> Result<Answer, Staleable> {
+        let name = request.name();
+        let ticket = |ticket: Ticket| Answer::Ticket(Box::new(ticket));
+        match request {
+            TicketRequest::Create {
+                title,
+                price,
+                owner,
+            } => self.create(title, price, owner, context).await.map(ticket),
+            TicketRequest::Get => self.current().cloned().map(ticket),
+            TicketRequest::Update { by, title, price } => {
+                let change = self.current()?.update(by, title, price)?;
+                self.persist(name, context, change).await.map(ticket)
+            }
+            TicketRequest::Reserve {
+                order_id,
+                expires_at,
+            } => self
+                .reserve(order_id, expires_at, context)
+                .await
+                .map(ticket),
+            TicketRequest::Release { order_id } => {
+                if let Some(change) = self.current()?.release(order_id) {
+                    self.persist(name, context, change).await?;
+                }
+                Ok(Answer::Done)
+            }
+            TicketRequest::MarkSold { order_id } => {
+                let current = self.current()?;
+                match current.mark_sold(order_id) {
+                    Ok(Some(change)) => {
+                        self.persist(name, context, change).await?;
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => {
+                        tracing::error!(ticket = %self.id, order = %order_id, holder = ?current.order_id(), "a paid order's ticket is held by another order");
+                        return Err(refusal.into());
+                    }
+                }
+                Ok(Answer::Done)
+            }
+            TicketRequest::ResolveHold => self.resolve_hold(context).await.map(|()| Answer::Done),
+            TicketRequest::ReconcileHold => {
+                self.reconcile_hold(context).await.map(|()| Answer::Done)
+            }
+        }
+    }
+
     fn current(&self) -> Result<&Ticket, Staleable> {
         self.record
             .as_ref()

@@ -89,7 +89,7 @@ pub struct Payment {
 }
 
 /// A refusal of an order operation, in the contract's words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum OrderRefusal {
     /// Someone other than the owner asked.
     #[error("Not authorized")]

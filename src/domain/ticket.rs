@@ -220,7 +220,7 @@ pub enum HolderStatus {
 }
 
 /// A refusal of a ticket operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum TicketRefusal {
     /// Only the owner may edit a ticket.
     #[error("Not authorized")]

@@ -35,7 +35,7 @@ pub struct Charge {
 }
 
 /// Why a charge was not made.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum PaymentError {
     /// The card was declined; the message is the gateway's, shown to the client with 402.
     #[error("{0}")]
