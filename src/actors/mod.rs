@@ -6,6 +6,7 @@
 
 mod background;
 pub mod entity;
+mod held;
 mod order;
 pub mod request;
 mod ticket;

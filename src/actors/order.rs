@@ -10,16 +10,17 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::entity::{EntityActor, EntityArgs, EntityCell, EntityKind, Snapshot};
+use super::entity::{EntityActor, EntityArgs, EntityCell, EntityKind};
+use super::held::{Held, Staleable};
 use super::request::{Answer, OrderRequest, TicketRequest};
-use super::ticket::{Staleable, answer};
-use super::{ActorError, RequestContext, Runtime, transition};
+use super::ticket::answer;
+use super::{ActorError, RequestContext, Runtime};
 use crate::domain::{
     BeginPayment, Change, ExpireOutcome, Order, OrderId, OrderRefusal, OrderStatus, Payment,
     PaymentAttempt, PaymentId, TicketId, TicketSnapshot, UserId,
 };
 use crate::payments::{Charge, ChargeRequest, PaymentError};
-use crate::store::{Command, DeadlineKind, EntityWrite, Stored, UnitOfWork};
+use crate::store::{Command, DeadlineKind, UnitOfWork};
 
 type Reply = RpcReplyPort<Result<Answer, ActorError>>;
 
@@ -64,7 +65,7 @@ pub struct OrderState {
     id: OrderId,
     cell: Arc<EntityCell>,
     runtime: Arc<Runtime>,
-    record: Option<Stored<Order>>,
+    held: Held<Order>,
     /// Requests waiting for the charge in flight, the one that started it first. While a charge
     /// is in flight the actor keeps answering (`Get` shows `awaiting:payment`).
     charge_waiters: Option<Vec<Waiter>>,
@@ -75,10 +76,6 @@ impl EntityActor for OrderActor {
     fn create() -> Self {
         OrderActor
     }
-}
-
-fn status_word(order: Option<&Order>) -> &'static str {
-    order.map_or("absent", |order| order.status.as_str())
 }
 
 impl Actor for OrderActor {
@@ -97,10 +94,10 @@ impl Actor for OrderActor {
             id,
             cell: args.cell,
             runtime: args.runtime,
-            record,
+            held: Held::new(record),
             charge_waiters: None,
         };
-        state.publish_snapshot();
+        state.cell.set_snapshot(state.held.snapshot());
         Ok(state)
     }
 
@@ -162,33 +159,9 @@ impl Actor for OrderActor {
     }
 }
 
-impl From<OrderRefusal> for Staleable {
-    fn from(refusal: OrderRefusal) -> Self {
-        ActorError::from(refusal).into()
-    }
-}
-
-impl From<PaymentError> for Staleable {
-    fn from(error: PaymentError) -> Self {
-        ActorError::from(error).into()
-    }
-}
-
 impl OrderState {
     fn current(&self) -> Result<&Order, Staleable> {
-        self.record
-            .as_ref()
-            .map(|record| &record.state)
-            .ok_or_else(|| ActorError::NotFound.into())
-    }
-
-    fn publish_snapshot(&self) {
-        let order = self.record.as_ref().map(|record| &record.state);
-        self.cell.set_snapshot(Snapshot {
-            exists: order.is_some(),
-            status: status_word(order).to_string(),
-            version: order.map(|order| order.version),
-        });
+        self.held.current()
     }
 
     async fn create(
@@ -197,7 +170,7 @@ impl OrderState {
         ticket_id: TicketId,
         context: &RequestContext,
     ) -> Result<Order, Staleable> {
-        if self.record.is_some() {
+        if self.held.get().is_some() {
             return Err(ActorError::Internal(format!("order {} already exists", self.id)).into());
         }
         let now = crate::clock::now();
@@ -497,9 +470,9 @@ impl OrderState {
 
     fn release_command(&self) -> Command {
         let ticket_id = self
-            .record
-            .as_ref()
-            .map(|record| record.state.ticket.id)
+            .held
+            .get()
+            .map(|order| order.ticket.id)
             .unwrap_or(TicketId(self.id.0));
         Command::ReleaseTicket {
             ticket_id,
@@ -540,37 +513,21 @@ impl OrderState {
         command: Option<Command>,
         payment: Option<Payment>,
     ) -> Result<(Order, Option<u64>), Staleable> {
-        let expected_version = self.record.as_ref().map(|record| record.state.version);
-        let from = status_word(self.record.as_ref().map(|record| &record.state));
-        let entry = transition(
-            message,
-            context,
-            from,
-            change.state.status.as_str(),
-            change.state.version,
-            &change.events,
-        );
-        let mut record = self
-            .record
-            .clone()
-            .unwrap_or_else(|| Stored::new(change.state.clone()));
-        record.advance(change.state.clone(), entry.clone());
+        let staged = self.held.stage(message, context, &change);
         let receipt = self
             .runtime
             .persist(UnitOfWork {
-                writes: vec![EntityWrite::Order {
-                    expected_version,
-                    record: record.clone(),
-                }],
+                writes: vec![staged.write()],
                 events: change.events,
                 commands: command.into_iter().collect(),
                 payments: payment.into_iter().collect(),
                 ..UnitOfWork::default()
             })
             .await?;
-        self.record = Some(record);
-        self.publish_snapshot();
-        self.runtime.announce(EntityKind::Order, self.id.0, &entry);
+        let transition = self.held.adopt(staged);
+        self.cell.set_snapshot(self.held.snapshot());
+        self.runtime
+            .announce(EntityKind::Order, self.id.0, &transition);
         self.sync_timer().await;
         let command_id = receipt.command_ids.first().copied();
         if let (Some(command), Some(command_id)) = (command, command_id) {
@@ -580,10 +537,7 @@ impl OrderState {
     }
 
     async fn sync_timer(&self) {
-        let due = self
-            .record
-            .as_ref()
-            .and_then(|record| record.state.deadline());
+        let due = self.held.get().and_then(Order::deadline);
         self.runtime
             .sync_timer(DeadlineKind::OrderExpiry, self.id.0, due)
             .await;

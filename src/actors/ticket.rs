@@ -10,14 +10,15 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::entity::{EntityActor, EntityArgs, EntityCell, EntityKind, Snapshot};
+use super::entity::{EntityActor, EntityArgs, EntityCell, EntityKind};
+use super::held::{Held, Staleable};
 use super::request::{Answer, TicketRequest};
-use super::{ActorError, RequestContext, Runtime, transition};
+use super::{ActorError, RequestContext, Runtime};
 use crate::domain::{
     Change, Hold, HolderStatus, OrderId, Price, ReserveDecision, Ticket, TicketId, TicketRefusal,
     Timestamp, Title, UserId,
 };
-use crate::store::{DeadlineKind, EntityWrite, StoreError, Stored, UnitOfWork};
+use crate::store::{DeadlineKind, UnitOfWork};
 
 type Reply = RpcReplyPort<Result<Answer, ActorError>>;
 
@@ -39,17 +40,7 @@ pub struct TicketState {
     id: TicketId,
     cell: Arc<EntityCell>,
     runtime: Arc<Runtime>,
-    record: Option<Stored<Ticket>>,
-}
-
-/// The status word shown in transitions and the admin view.
-pub fn ticket_status(ticket: Option<&Ticket>) -> &'static str {
-    match ticket.map(|ticket| ticket.hold) {
-        None => "absent",
-        Some(None) => "available",
-        Some(Some(Hold::Reserved { .. })) => "reserved",
-        Some(Some(Hold::Sold { .. })) => "sold",
-    }
+    held: Held<Ticket>,
 }
 
 impl EntityActor for TicketActor {
@@ -75,9 +66,9 @@ impl Actor for TicketActor {
             id,
             cell: args.cell,
             runtime: args.runtime,
-            record,
+            held: Held::new(record),
         };
-        state.publish_snapshot();
+        state.cell.set_snapshot(state.held.snapshot());
         Ok(state)
     }
 
@@ -116,37 +107,6 @@ pub(crate) fn answer(
     };
     let _ = reply.send(result);
     stale
-}
-
-/// An error that may mean this activation is stale.
-pub(crate) struct Staleable {
-    pub error: ActorError,
-    pub stale: bool,
-}
-
-impl From<ActorError> for Staleable {
-    fn from(error: ActorError) -> Self {
-        Staleable {
-            error,
-            stale: false,
-        }
-    }
-}
-
-impl From<TicketRefusal> for Staleable {
-    fn from(refusal: TicketRefusal) -> Self {
-        ActorError::from(refusal).into()
-    }
-}
-
-impl From<StoreError> for Staleable {
-    fn from(error: StoreError) -> Self {
-        let stale = matches!(error, StoreError::VersionConflict { .. });
-        Staleable {
-            error: error.into(),
-            stale,
-        }
-    }
 }
 
 impl TicketState {
@@ -203,19 +163,7 @@ impl TicketState {
     }
 
     fn current(&self) -> Result<&Ticket, Staleable> {
-        self.record
-            .as_ref()
-            .map(|record| &record.state)
-            .ok_or_else(|| ActorError::NotFound.into())
-    }
-
-    fn publish_snapshot(&self) {
-        let ticket = self.record.as_ref().map(|record| &record.state);
-        self.cell.set_snapshot(Snapshot {
-            exists: ticket.is_some(),
-            status: ticket_status(ticket).to_string(),
-            version: ticket.map(|ticket| ticket.version),
-        });
+        self.held.current()
     }
 
     async fn create(
@@ -225,7 +173,7 @@ impl TicketState {
         owner: UserId,
         context: &RequestContext,
     ) -> Result<Ticket, Staleable> {
-        if self.record.is_some() {
+        if self.held.get().is_some() {
             return Err(ActorError::Internal(format!("ticket {} already exists", self.id)).into());
         }
         let change = Ticket::create(self.id, title, price, owner);
@@ -316,44 +264,27 @@ impl TicketState {
         context: &RequestContext,
         change: Change<Ticket>,
     ) -> Result<Ticket, Staleable> {
-        let expected_version = self.record.as_ref().map(|record| record.state.version);
-        let from = ticket_status(self.record.as_ref().map(|record| &record.state));
-        let to = ticket_status(Some(&change.state));
-        let entry = transition(
-            message,
-            context,
-            from,
-            to,
-            change.state.version,
-            &change.events,
-        );
-        let mut record = self
-            .record
-            .clone()
-            .unwrap_or_else(|| Stored::new(change.state.clone()));
-        record.advance(change.state.clone(), entry.clone());
+        let staged = self.held.stage(message, context, &change);
         self.runtime
             .persist(UnitOfWork {
-                writes: vec![EntityWrite::Ticket {
-                    expected_version,
-                    record: record.clone(),
-                }],
+                writes: vec![staged.write()],
                 events: change.events,
                 ..UnitOfWork::default()
             })
             .await?;
-        self.record = Some(record);
-        self.publish_snapshot();
-        self.runtime.announce(EntityKind::Ticket, self.id.0, &entry);
+        let transition = self.held.adopt(staged);
+        self.cell.set_snapshot(self.held.snapshot());
+        self.runtime
+            .announce(EntityKind::Ticket, self.id.0, &transition);
         self.sync_timer().await;
         Ok(change.state)
     }
 
     async fn sync_timer(&self) {
         let due = self
-            .record
-            .as_ref()
-            .and_then(|record| record.state.deadline())
+            .held
+            .get()
+            .and_then(Ticket::deadline)
             .map(|deadline| deadline.plus(self.runtime.config.hold_grace));
         self.runtime
             .sync_timer(DeadlineKind::TicketReservation, self.id.0, due)
