@@ -28,7 +28,7 @@ use crate::domain::ObjectId;
 use crate::metrics::Metrics;
 
 /// The kinds of entity actor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntityKind {
     Ticket,

@@ -1,9 +1,11 @@
 //! Cluster mode: shards of actors spread over nodes that coordinate through NATS.
 //!
-//! Owns the protocol pieces that are pure and shared by every transport: where shards should
-//! live (`placement`) and how long a node may serve a shard it leases (`lease`). The NATS,
-//! MongoDB and Redis adapters live behind the ports (`store`, `bus`, `timers`). It must not
-//! decide entity transitions: actors do, through the domain.
+//! Owns the protocol: where shards should live (`placement`), how long a node may serve a shard
+//! it leases (`lease`), and the KV buckets membership and leases are kept in (`kv`,
+//! `membership`). The MongoDB, Redis and NATS event adapters live behind the ports (`store`,
+//! `timers`, `bus`). It must not decide entity transitions: actors do, through the domain.
 
+pub mod kv;
 pub mod lease;
+pub mod membership;
 pub mod placement;

@@ -1,0 +1,327 @@
+//! Membership and shard leases on NATS JetStream KV buckets.
+//!
+//! Owns the two buckets of a cluster: `<cluster>_members` (one key per node, kept alive by
+//! compare-and-set heartbeats; the bucket's `max_age` forgets a silent node) and
+//! `<cluster>_shards` (one lease per shard: acquired by `create`, renewed by `update` against
+//! its revision, released by a revision-checked delete; `max_age` expires an abandoned lease),
+//! plus `<cluster>_config`, which pins the shard count when the cluster is created. Every
+//! decision is taken from the result of a compare-and-set write, never from a read (KV reads may
+//! be stale, ARCHITECTURE.md rule 2); reads only list who is alive and who owns what. Expiry is
+//! noticed by scanning, since nats-server 2.9 sends no event when `max_age` removes a key.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::kv::{KvError, ensure_kv_bucket};
+use super::lease::RenewFailure;
+use crate::actors::EntityKind;
+
+/// Why a membership or lease operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// NATS did not answer or refused; the operation may be retried.
+    #[error("nats unavailable: {0}")]
+    Unavailable(String),
+    /// Another live process has this node's id.
+    #[error("node id {0} is already used by another live node")]
+    IdentityTaken(String),
+    /// The cluster was created with another shard count.
+    #[error("this node has --shards {ours} but the cluster was created with {theirs}")]
+    ShardCountMismatch { ours: u32, theirs: u32 },
+    #[error("malformed record in {bucket}: {reason}")]
+    Malformed { bucket: String, reason: String },
+}
+
+impl From<KvError> for ClusterError {
+    fn from(error: KvError) -> Self {
+        ClusterError::Unavailable(error.to_string())
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unavailable(error.to_string())
+}
+
+/// A node as the members bucket shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRecord {
+    pub id: String,
+    /// Unique per process start, so a restarted node is told apart from its earlier self.
+    pub incarnation: String,
+    pub address: String,
+    pub roles: Vec<String>,
+    /// ISO 8601.
+    pub started_at: String,
+    /// ISO 8601, the sender's clock (the skew between nodes shows in the admin view).
+    pub heartbeat_at: String,
+}
+
+impl MemberRecord {
+    /// True when the node runs the role that owns shards of `kind`.
+    pub fn serves_kind(&self, kind: EntityKind) -> bool {
+        let role = match kind {
+            EntityKind::Ticket => "tickets",
+            EntityKind::Order => "orders",
+        };
+        self.roles.iter().any(|candidate| candidate == role)
+    }
+}
+
+/// The value of a shard lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRecord {
+    pub owner: String,
+    pub incarnation: String,
+}
+
+/// A lease as read from the bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    pub owner: String,
+    pub incarnation: String,
+    pub revision: u64,
+}
+
+/// The key of a shard's lease.
+pub fn lease_key(kind: EntityKind, shard: u32) -> String {
+    format!("{}.{shard}", kind.as_str())
+}
+
+fn parse_lease_key(key: &str) -> Option<(EntityKind, u32)> {
+    let (kind, shard) = key.split_once('.')?;
+    Some((kind.parse().ok()?, shard.parse().ok()?))
+}
+
+fn member_key(node_id: &str) -> String {
+    format!("node.{node_id}")
+}
+
+/// The buckets of one cluster.
+#[derive(Clone)]
+pub struct ClusterBuckets {
+    members: kv::Store,
+    shards: kv::Store,
+    config: kv::Store,
+    members_bucket: String,
+}
+
+impl ClusterBuckets {
+    /// Makes (or binds) the buckets of cluster `name`: members forgotten after `member_ttl`
+    /// without a heartbeat, leases expired after `lease_ttl` without a renewal.
+    pub async fn open(
+        jetstream: &jetstream::Context,
+        name: &str,
+        member_ttl: Duration,
+        lease_ttl: Duration,
+    ) -> Result<ClusterBuckets, ClusterError> {
+        let members_bucket = format!("{name}_members");
+        Ok(ClusterBuckets {
+            members: ensure_kv_bucket(jetstream, &members_bucket, 1, member_ttl).await?,
+            shards: ensure_kv_bucket(jetstream, &format!("{name}_shards"), 1, lease_ttl).await?,
+            config: ensure_kv_bucket(jetstream, &format!("{name}_config"), 1, Duration::ZERO)
+                .await?,
+            members_bucket,
+        })
+    }
+
+    /// Pins the shard count on first use; refuses a node whose count differs.
+    pub async fn check_shard_count(&self, shards: u32) -> Result<(), ClusterError> {
+        let value = bytes::Bytes::from(shards.to_string());
+        match self.config.create("shards", value).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let stored = self.config.get("shards").await.map_err(unavailable)?;
+                let theirs = stored
+                    .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u32>().ok())
+                    .ok_or_else(|| ClusterError::Malformed {
+                        bucket: "config".into(),
+                        reason: "shards is not a number".into(),
+                    })?;
+                if theirs == shards {
+                    Ok(())
+                } else {
+                    Err(ClusterError::ShardCountMismatch {
+                        ours: shards,
+                        theirs,
+                    })
+                }
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Announces this node; refuses when a live node already has its id. Returns the revision
+    /// to heartbeat against.
+    pub async fn join(&self, record: &MemberRecord) -> Result<u64, ClusterError> {
+        let value = bytes::Bytes::from(serde_json::to_vec(record).map_err(unavailable)?);
+        match self.members.create(member_key(&record.id), value).await {
+            Ok(revision) => Ok(revision),
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(ClusterError::IdentityTaken(record.id.clone()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Renews this node's membership (compare-and-set on `revision`); `IdentityTaken` when
+    /// someone else wrote the key meanwhile (or it expired and was taken).
+    pub async fn heartbeat(
+        &self,
+        record: &MemberRecord,
+        revision: u64,
+    ) -> Result<u64, ClusterError> {
+        let value = bytes::Bytes::from(serde_json::to_vec(record).map_err(unavailable)?);
+        match self
+            .members
+            .update(member_key(&record.id), value, revision)
+            .await
+        {
+            Ok(revision) => Ok(revision),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(ClusterError::IdentityTaken(record.id.clone()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Removes this node's membership (graceful leave).
+    pub async fn leave(&self, node_id: &str, revision: u64) -> Result<(), ClusterError> {
+        self.members
+            .delete_expect_revision(member_key(node_id), Some(revision))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The live members, by id.
+    pub async fn members(&self) -> Result<BTreeMap<String, MemberRecord>, ClusterError> {
+        let mut members = BTreeMap::new();
+        for (key, value, _) in read_all(&self.members).await? {
+            if !key.starts_with("node.") {
+                continue;
+            }
+            let record: MemberRecord =
+                serde_json::from_slice(&value).map_err(|error| ClusterError::Malformed {
+                    bucket: self.members_bucket.clone(),
+                    reason: error.to_string(),
+                })?;
+            members.insert(record.id.clone(), record);
+        }
+        Ok(members)
+    }
+
+    /// Takes the lease of a shard if nobody holds it: `Some(epoch)` (the write's revision, the
+    /// shard's fencing epoch) on success, `None` when it is held.
+    pub async fn acquire(
+        &self,
+        kind: EntityKind,
+        shard: u32,
+        record: &LeaseRecord,
+    ) -> Result<Option<u64>, ClusterError> {
+        let value = bytes::Bytes::from(serde_json::to_vec(record).map_err(unavailable)?);
+        match self.shards.create(lease_key(kind, shard), value).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Renews a lease held at `revision`.
+    pub async fn renew(
+        &self,
+        kind: EntityKind,
+        shard: u32,
+        record: &LeaseRecord,
+        revision: u64,
+    ) -> Result<u64, RenewFailure> {
+        let value = match serde_json::to_vec(record) {
+            Ok(value) => bytes::Bytes::from(value),
+            Err(_) => return Err(RenewFailure::Unreachable),
+        };
+        match self
+            .shards
+            .update(lease_key(kind, shard), value, revision)
+            .await
+        {
+            Ok(revision) => Ok(revision),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(RenewFailure::Lost)
+            }
+            Err(_) => Err(RenewFailure::Unreachable),
+        }
+    }
+
+    /// Gives a lease up (only if still at `revision`), so the next owner need not wait for it
+    /// to expire.
+    pub async fn release(
+        &self,
+        kind: EntityKind,
+        shard: u32,
+        revision: u64,
+    ) -> Result<(), ClusterError> {
+        self.shards
+            .delete_expect_revision(lease_key(kind, shard), Some(revision))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Every held lease.
+    pub async fn leases(&self) -> Result<BTreeMap<(EntityKind, u32), LeaseView>, ClusterError> {
+        let mut leases = BTreeMap::new();
+        for (key, value, revision) in read_all(&self.shards).await? {
+            let Some(shard) = parse_lease_key(&key) else {
+                continue;
+            };
+            let record: LeaseRecord =
+                serde_json::from_slice(&value).map_err(|error| ClusterError::Malformed {
+                    bucket: "shards".into(),
+                    reason: error.to_string(),
+                })?;
+            leases.insert(
+                shard,
+                LeaseView {
+                    owner: record.owner,
+                    incarnation: record.incarnation,
+                    revision,
+                },
+            );
+        }
+        Ok(leases)
+    }
+}
+
+/// Every live key of a bucket with its value and revision (deleted keys left out).
+async fn read_all(store: &kv::Store) -> Result<Vec<(String, bytes::Bytes, u64)>, ClusterError> {
+    let mut keys = store.keys().await.map_err(unavailable)?;
+    let mut names = Vec::new();
+    while let Some(key) = keys.next().await {
+        names.push(key.map_err(unavailable)?);
+    }
+    let mut entries = Vec::with_capacity(names.len());
+    for key in names {
+        if let Some(entry) = store.entry(key.clone()).await.map_err(unavailable)?
+            && entry.operation == kv::Operation::Put
+        {
+            entries.push((key, entry.value, entry.revision));
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_keys_round_trip() {
+        assert_eq!(lease_key(EntityKind::Order, 17), "order.17");
+        assert_eq!(parse_lease_key("order.17"), Some((EntityKind::Order, 17)));
+        assert_eq!(parse_lease_key("ticket.x"), None);
+        assert_eq!(parse_lease_key("user.1"), None);
+    }
+}
