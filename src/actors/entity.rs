@@ -293,6 +293,10 @@ pub struct LiveActor {
     pub shard: usize,
     pub mailbox_depth: usize,
     pub restarts: u32,
+    /// Whether the entity exhausted its restarts and refuses requests for now.
+    pub quarantined: bool,
+    /// Whether its mailbox is close to the admission limit (see `DirectoryConfig::is_overloaded`).
+    pub overloaded: bool,
     pub snapshot: Snapshot,
 }
 
@@ -305,6 +309,8 @@ pub struct EntityInfo {
     pub mailbox_depth: usize,
     pub restarts: u32,
     pub quarantined: bool,
+    /// Whether its mailbox is close to the admission limit (see `DirectoryConfig::is_overloaded`).
+    pub overloaded: bool,
 }
 
 /// Tuning of a directory.
@@ -315,6 +321,22 @@ pub struct DirectoryConfig {
     pub passivate_after: Duration,
     /// Live actors per kind above which the idlest are passivated early.
     pub max_live: usize,
+}
+
+impl DirectoryConfig {
+    /// Whether an actor with `depth` requests queued or running is overloaded: at three quarters
+    /// of `mailbox_limit` it still admits requests, but it is close to refusing them with 503,
+    /// which is what an operator wants to see before it happens.
+    pub fn is_overloaded(&self, depth: usize) -> bool {
+        depth > 0 && depth.saturating_mul(4) >= self.mailbox_limit.saturating_mul(3)
+    }
+}
+
+impl RestartRecord {
+    /// Whether the entity still refuses requests after exhausting its restarts.
+    fn is_quarantined(&self, now: Instant) -> bool {
+        self.quarantined_until.is_some_and(|until| until > now)
+    }
 }
 
 /// The directory of one kind of entity actor.
@@ -489,7 +511,7 @@ impl<A: EntityActor> EntityTable<A> {
                 let mut state = shard.state.lock().await;
                 let now = Instant::now();
                 state.restarts.retain(|_, record| {
-                    record.quarantined_until.is_some_and(|until| until > now)
+                    record.is_quarantined(now)
                         || record.window_start.elapsed() < RESTART_WINDOW
                         || record.total > 0
                 });
@@ -532,18 +554,23 @@ impl<A: EntityActor> EntityTable<A> {
     /// Live actors, ordered by id, after `after`, at most `limit`. Reads only snapshots.
     pub async fn list_live(&self, after: Option<ObjectId>, limit: usize) -> Vec<LiveActor> {
         let mut all = Vec::new();
+        let now = Instant::now();
         for shard in &self.shards {
             let state = shard.state.lock().await;
             for (id, entry) in &state.entities {
                 if after.is_some_and(|after| *id <= after) {
                     continue;
                 }
+                let record = state.restarts.get(id);
+                let depth = entry.cell.depth();
                 all.push(LiveActor {
                     kind: A::KIND,
                     id: *id,
                     shard: shard.index,
-                    mailbox_depth: entry.cell.depth(),
-                    restarts: state.restarts.get(id).map_or(0, |record| record.total),
+                    mailbox_depth: depth,
+                    restarts: record.map_or(0, |record| record.total),
+                    quarantined: record.is_some_and(|record| record.is_quarantined(now)),
+                    overloaded: self.config.is_overloaded(depth),
                     snapshot: entry.cell.snapshot(),
                 });
             }
@@ -559,14 +586,14 @@ impl<A: EntityActor> EntityTable<A> {
         let state = shard.state.lock().await;
         let entry = state.entities.get(&id);
         let record = state.restarts.get(&id);
+        let depth = entry.map_or(0, |entry| entry.cell.depth());
         EntityInfo {
             shard: shard.index,
             active: entry.is_some(),
-            mailbox_depth: entry.map_or(0, |entry| entry.cell.depth()),
+            mailbox_depth: depth,
             restarts: record.map_or(0, |record| record.total),
-            quarantined: record
-                .and_then(|record| record.quarantined_until)
-                .is_some_and(|until| until > Instant::now()),
+            quarantined: record.is_some_and(|record| record.is_quarantined(Instant::now())),
+            overloaded: self.config.is_overloaded(depth),
         }
     }
 
@@ -704,5 +731,38 @@ impl<A: EntityActor> Actor for ShardSupervisor<A> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::DirectoryConfig;
+
+    fn config(mailbox_limit: usize) -> DirectoryConfig {
+        DirectoryConfig {
+            shards: 1,
+            mailbox_limit,
+            passivate_after: Duration::from_secs(60),
+            max_live: 10,
+        }
+    }
+
+    #[test]
+    fn an_actor_is_overloaded_from_three_quarters_of_its_mailbox_limit() {
+        let default = config(1000);
+        assert!(!default.is_overloaded(0));
+        assert!(!default.is_overloaded(749));
+        assert!(default.is_overloaded(750));
+        assert!(default.is_overloaded(1000));
+        let tiny = config(2);
+        assert!(!tiny.is_overloaded(1));
+        assert!(tiny.is_overloaded(2));
+        assert!(
+            !config(1).is_overloaded(0),
+            "an idle actor is never overloaded"
+        );
+        assert!(config(1).is_overloaded(1));
     }
 }

@@ -4,7 +4,8 @@
 //! transitions (read from the store, so looking never activates or stalls an actor), the event
 //! log and the live tail. Every route needs `Authorization: Bearer <admin token>`; anything
 //! else gets 401 and learns nothing. Responses never carry secrets (no password hashes, keys
-//! or tokens).
+//! or tokens). Events and transitions have one shape each, with ISO 8601 times, whether read
+//! from the log, the history or the tail. The page that reads this API is `admin_page.rs`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -27,7 +28,8 @@ use super::extract::Query;
 use super::orders::order_json;
 use super::tickets::ticket_json;
 use crate::actors::EntityKind;
-use crate::domain::{ObjectId, OrderId, TicketId};
+use crate::domain::{ObjectId, OrderId, TicketId, Timestamp};
+use crate::store::Transition;
 
 /// The admin API routes.
 pub fn router(state: AppState) -> Router<AppState> {
@@ -123,11 +125,27 @@ async fn events(
         .flatten();
     let events: Vec<Value> = page
         .iter()
-        .map(|event| {
-            json!({"seq": event.seq, "id": event.id, "name": event.name, "at": event.at.to_iso8601(), "data": event.data})
-        })
+        .map(|event| event_json(event.seq, &event.id, &event.name, event.at, &event.data))
         .collect();
     Ok(axum::Json(json!({ "events": events, "next": next })).into_response())
+}
+
+/// One event as the event log and the tail show it (the same shape in both).
+fn event_json(seq: u64, id: &str, name: &str, at: Timestamp, data: &Value) -> Value {
+    json!({"seq": seq, "id": id, "name": name, "at": at.to_iso8601(), "data": data})
+}
+
+/// One transition as the actor view and the tail show it.
+fn transition_json(transition: &Transition) -> Value {
+    json!({
+        "at": transition.at.to_iso8601(),
+        "message": transition.message,
+        "requestId": transition.request_id,
+        "from": transition.from,
+        "to": transition.to,
+        "version": transition.version,
+        "events": transition.events,
+    })
 }
 
 #[derive(Deserialize)]
@@ -177,6 +195,7 @@ async fn actors(
                 "kind": actor.kind, "id": actor.id, "node": state.node.id, "shard": actor.shard,
                 "status": actor.snapshot.status, "version": actor.snapshot.version,
                 "mailboxDepth": actor.mailbox_depth, "restarts": actor.restarts,
+                "quarantined": actor.quarantined, "overloaded": actor.overloaded,
             })
         })
         .collect();
@@ -224,13 +243,7 @@ async fn actor(
         }
     };
     let (version, entity, transitions) = view;
-    let transitions: Vec<Value> = transitions
-        .iter()
-        .map(|t| {
-            json!({"at": t.at.to_iso8601(), "message": t.message, "requestId": t.request_id,
-                   "from": t.from, "to": t.to, "version": t.version, "events": t.events})
-        })
-        .collect();
+    let transitions: Vec<Value> = transitions.iter().map(transition_json).collect();
     Ok(axum::Json(json!({
         "kind": kind,
         "id": id,
@@ -240,6 +253,8 @@ async fn actor(
         "version": version,
         "state": entity,
         "mailboxDepth": info.mailbox_depth,
+        "mailboxLimit": state.runtime.config.directory.mailbox_limit,
+        "overloaded": info.overloaded,
         "restarts": info.restarts,
         "quarantined": info.quarantined,
         "transitions": transitions,
@@ -254,11 +269,17 @@ async fn tail(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Ev
         loop {
             let item = tokio::select! {
                 event = events.receiver.recv() => match event {
-                    Some(event) => Event::default().event("event").json_data(&event),
+                    Some(event) => Event::default().event("event").json_data(event_json(
+                        event.seq, &event.id, &event.name, event.at, &event.data,
+                    )),
                     None => return,
                 },
                 transition = transitions.recv() => match transition {
-                    Ok(notice) => Event::default().event("transition").json_data(&notice),
+                    Ok(notice) => Event::default().event("transition").json_data(json!({
+                        "kind": notice.kind,
+                        "id": notice.id,
+                        "transition": transition_json(&notice.transition),
+                    })),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
                         Ok(Event::default().event("lagged").data(skipped.to_string()))
                     }

@@ -6,6 +6,7 @@
 //! handlers parse input into domain types and ask the actors.
 
 pub mod admin;
+pub mod admin_page;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -87,7 +88,8 @@ pub struct AppState {
 pub fn router(state: AppState, roles: &[Role]) -> Router {
     let mut router = Router::new()
         .merge(health::router())
-        .merge(admin::router(state.clone()));
+        .merge(admin::router(state.clone()))
+        .merge(admin_page::router());
     for role in roles {
         router = match role {
             Role::Auth => router.merge(auth::router()),

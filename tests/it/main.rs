@@ -1,8 +1,10 @@
 //! The behavioural suite: black-box tests over HTTP against the real `boxoffice` binary.
 
 mod actors;
+mod admin;
 mod auth;
 mod bad_input;
+mod browser;
 mod concurrency;
 mod durability;
 mod events;
