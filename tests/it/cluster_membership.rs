@@ -1,0 +1,165 @@
+//! Membership and shard leases against a real nats-server (2.9 on CI): the compare-and-set
+//! rules, expiry by the buckets' `max_age`, and fencing epochs that only grow.
+
+use std::time::{Duration, Instant};
+
+use boxoffice::actors::EntityKind;
+use boxoffice::cluster::lease::RenewFailure;
+use boxoffice::cluster::membership::{ClusterBuckets, ClusterError, LeaseRecord, MemberRecord};
+
+use crate::servers::{nats_url, unique_name};
+
+async fn buckets(member_ttl: Duration, lease_ttl: Duration) -> ClusterBuckets {
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    ClusterBuckets::open(&jetstream, &unique_name("bo"), member_ttl, lease_ttl)
+        .await
+        .expect("buckets")
+}
+
+fn member(id: &str) -> MemberRecord {
+    MemberRecord {
+        id: id.into(),
+        incarnation: uuid::Uuid::new_v4().to_string(),
+        address: "127.0.0.1:1".into(),
+        roles: vec!["tickets".into(), "orders".into()],
+        started_at: "2026-11-27T00:00:00.000Z".into(),
+        heartbeat_at: "2026-11-27T00:00:00.000Z".into(),
+    }
+}
+
+async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_shard_count_is_pinned_when_the_cluster_is_created() {
+    let buckets = buckets(Duration::from_secs(5), Duration::from_secs(5)).await;
+    buckets.check_shard_count(256).await.unwrap();
+    buckets.check_shard_count(256).await.unwrap();
+    match buckets.check_shard_count(128).await {
+        Err(ClusterError::ShardCountMismatch {
+            ours: 128,
+            theirs: 256,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn members_join_heartbeat_by_revision_and_leave() {
+    let buckets = buckets(Duration::from_secs(30), Duration::from_secs(5)).await;
+    let first = member("node-a");
+    let revision = buckets.join(&first).await.unwrap();
+    assert!(matches!(
+        buckets.join(&member("node-a")).await,
+        Err(ClusterError::IdentityTaken(_))
+    ));
+    let revision = buckets.heartbeat(&first, revision).await.unwrap();
+    assert!(matches!(
+        buckets.heartbeat(&first, revision - 1).await,
+        Err(ClusterError::IdentityTaken(_))
+    ));
+    buckets.join(&member("node-b")).await.unwrap();
+    let members = buckets.members().await.unwrap();
+    assert_eq!(
+        members.keys().cloned().collect::<Vec<_>>(),
+        vec!["node-a", "node-b"]
+    );
+    assert_eq!(members["node-a"], first);
+    buckets.leave("node-a", revision).await.unwrap();
+    assert_eq!(buckets.members().await.unwrap().len(), 1);
+    // A node that left may join again.
+    buckets.join(&member("node-a")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_member_is_forgotten_after_the_member_ttl() {
+    let buckets = buckets(Duration::from_secs(1), Duration::from_secs(5)).await;
+    buckets.join(&member("node-quiet")).await.unwrap();
+    assert_eq!(buckets.members().await.unwrap().len(), 1);
+    until("the member to expire", || async {
+        buckets.members().await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    // Its id is free again.
+    buckets.join(&member("node-quiet")).await.unwrap();
+}
+
+#[tokio::test]
+async fn leases_are_taken_by_create_renewed_by_revision_and_their_epochs_only_grow() {
+    let buckets = buckets(Duration::from_secs(30), Duration::from_secs(2)).await;
+    let holder = LeaseRecord {
+        owner: "node-a".into(),
+        incarnation: "1".into(),
+    };
+    let other = LeaseRecord {
+        owner: "node-b".into(),
+        incarnation: "1".into(),
+    };
+    let epoch = buckets
+        .acquire(EntityKind::Ticket, 7, &holder)
+        .await
+        .unwrap()
+        .expect("free lease");
+    assert_eq!(
+        buckets
+            .acquire(EntityKind::Ticket, 7, &other)
+            .await
+            .unwrap(),
+        None
+    );
+    let renewed = buckets
+        .renew(EntityKind::Ticket, 7, &holder, epoch)
+        .await
+        .unwrap();
+    assert!(renewed > epoch);
+    assert_eq!(
+        buckets.renew(EntityKind::Ticket, 7, &other, epoch).await,
+        Err(RenewFailure::Lost),
+        "a stale revision never renews"
+    );
+    let leases = buckets.leases().await.unwrap();
+    assert_eq!(leases[&(EntityKind::Ticket, 7)].owner, "node-a");
+    assert_eq!(leases[&(EntityKind::Ticket, 7)].revision, renewed);
+
+    // Released: the next owner takes it at once, with a higher epoch.
+    buckets
+        .release(EntityKind::Ticket, 7, renewed)
+        .await
+        .unwrap();
+    let next = buckets
+        .acquire(EntityKind::Ticket, 7, &other)
+        .await
+        .unwrap()
+        .expect("released lease");
+    assert!(next > renewed);
+
+    // Abandoned: it expires after the lease TTL and is taken with a higher epoch again.
+    let taken = until("the abandoned lease to expire", || async {
+        buckets
+            .acquire(EntityKind::Ticket, 7, &holder)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(taken > next);
+    assert!(matches!(
+        buckets.renew(EntityKind::Ticket, 7, &other, next).await,
+        Err(RenewFailure::Lost)
+    ));
+}
