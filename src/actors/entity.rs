@@ -597,6 +597,33 @@ impl<A: EntityActor> EntityTable<A> {
         }
     }
 
+    /// Hands a shard over: drains its live actors (each finishes what it has queued, for at most
+    /// `deadline`) and stops them. Returns how many were stopped and whether all drained in
+    /// time. The caller has already stopped routing requests here.
+    pub async fn drain_shard(&self, shard: usize, deadline: Duration) -> (usize, bool) {
+        let Some(shard) = self.shards.get(shard) else {
+            return (0, true);
+        };
+        let entries: Vec<Entry<A::Msg>> = {
+            let mut state = shard.state.lock().await;
+            let entries: Vec<Entry<A::Msg>> =
+                state.entities.drain().map(|(_, entry)| entry).collect();
+            for entry in &entries {
+                state.by_actor.remove(&entry.actor.get_id());
+            }
+            entries
+        };
+        let mut in_time = true;
+        for entry in &entries {
+            if entry.actor.drain_and_wait(Some(deadline)).await.is_err() {
+                in_time = false;
+                entry.actor.stop(Some("hand-over deadline".into()));
+            }
+        }
+        self.counters.deactivated(A::KIND, entries.len());
+        (entries.len(), in_time)
+    }
+
     /// Drains every live actor (each finishes what it has queued) and stops the supervisors.
     pub async fn shutdown(&self, deadline: Duration) {
         for shard in &self.shards {

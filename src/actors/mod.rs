@@ -14,11 +14,11 @@ mod ticket;
 pub use background::BackgroundTasks;
 pub use entity::{DirectoryConfig, EntityInfo, EntityKind, LiveActor, Snapshot};
 pub use order::{OrderActor, OrderMsg};
-pub use request::{Answer, Envelope, OrderRequest, TicketRequest, WireError};
+pub use request::{Answer, Envelope, OrderRequest, Routed, TicketRequest, WireError};
 pub use ticket::{TicketActor, TicketMsg};
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -172,6 +172,23 @@ pub struct Runtime {
     commands_done: mpsc::UnboundedSender<u64>,
     crash_hooks: Mutex<HashSet<(EntityKind, ObjectId)>>,
     started: Instant,
+    router: OnceLock<Arc<dyn ShardRouter>>,
+}
+
+/// Sends requests for shards this node does not serve to the node that does (cluster mode).
+#[async_trait::async_trait]
+pub trait ShardRouter: Send + Sync + 'static {
+    /// True while this node serves `shard` of `kind` (requests for it stay local).
+    fn serves(&self, kind: EntityKind, shard: usize) -> bool;
+
+    /// Sends a request to the owner of `shard` and waits up to `timeout` for its answer.
+    async fn forward(
+        &self,
+        kind: EntityKind,
+        shard: usize,
+        request: Envelope<Routed>,
+        timeout: Duration,
+    ) -> Result<Answer, ActorError>;
 }
 
 impl Runtime {
@@ -198,6 +215,7 @@ impl Runtime {
             commands_done,
             crash_hooks: Mutex::new(HashSet::new()),
             started: Instant::now(),
+            router: OnceLock::new(),
         });
         (runtime, BackgroundTasks::new(completed_commands))
     }
@@ -209,8 +227,76 @@ impl Runtime {
 
     // ---- asking actors ---------------------------------------------------------------------
 
-    /// Asks the actor of ticket `id`, activating it if needed.
+    /// Routes requests for shards this node does not serve (cluster mode). Set once, at start.
+    pub fn set_router(&self, router: Arc<dyn ShardRouter>) {
+        if self.router.set(router).is_err() {
+            tracing::warn!("the shard router was set twice; keeping the first");
+        }
+    }
+
+    /// Asks the actor of ticket `id`, wherever it lives.
     pub async fn ask_ticket(
+        &self,
+        id: TicketId,
+        request: TicketRequest,
+        context: RequestContext,
+    ) -> Result<Answer, ActorError> {
+        let shard = self.tickets.shard_of(id.0);
+        match self.router.get() {
+            Some(router) if !router.serves(EntityKind::Ticket, shard) => {
+                let routed = Routed::Ticket { id, request };
+                let timeout = routed.timeout(self.config.call_timeout);
+                router
+                    .forward(
+                        EntityKind::Ticket,
+                        shard,
+                        Envelope::new(context.request_id, routed),
+                        timeout,
+                    )
+                    .await
+            }
+            _ => self.ask_local_ticket(id, request, context).await,
+        }
+    }
+
+    /// Asks the actor of order `id`, wherever it lives.
+    pub async fn ask_order(
+        &self,
+        id: OrderId,
+        request: OrderRequest,
+        context: RequestContext,
+    ) -> Result<Answer, ActorError> {
+        let shard = self.orders.shard_of(id.0);
+        match self.router.get() {
+            Some(router) if !router.serves(EntityKind::Order, shard) => {
+                let routed = Routed::Order { id, request };
+                let timeout = routed.timeout(self.config.call_timeout);
+                router
+                    .forward(
+                        EntityKind::Order,
+                        shard,
+                        Envelope::new(context.request_id, routed),
+                        timeout,
+                    )
+                    .await
+            }
+            _ => self.ask_local_order(id, request, context).await,
+        }
+    }
+
+    /// Answers a request routed to this node by another.
+    pub async fn ask_local(
+        &self,
+        routed: Routed,
+        context: RequestContext,
+    ) -> Result<Answer, ActorError> {
+        match routed {
+            Routed::Ticket { id, request } => self.ask_local_ticket(id, request, context).await,
+            Routed::Order { id, request } => self.ask_local_order(id, request, context).await,
+        }
+    }
+
+    async fn ask_local_ticket(
         &self,
         id: TicketId,
         request: TicketRequest,
@@ -229,8 +315,7 @@ impl Runtime {
             .await
     }
 
-    /// Asks the actor of order `id`, activating it if needed.
-    pub async fn ask_order(
+    async fn ask_local_order(
         &self,
         id: OrderId,
         request: OrderRequest,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ActorError;
+use super::entity::EntityKind;
 use crate::domain::{Order, OrderId, Payment, Price, Ticket, TicketId, Timestamp, Title, UserId};
 
 /// The format version of envelopes this release writes; it reads this one and older ones.
@@ -101,6 +102,38 @@ impl OrderRequest {
             OrderRequest::Pay { .. } | OrderRequest::Reconcile => base * 4,
             OrderRequest::Create { .. } | OrderRequest::Cancel { .. } => base * 2,
             OrderRequest::Get | OrderRequest::Expire => base,
+        }
+    }
+}
+
+/// A request addressed to one entity: what travels to the node that owns the entity's shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Routed {
+    Ticket {
+        id: TicketId,
+        request: TicketRequest,
+    },
+    Order {
+        id: OrderId,
+        request: OrderRequest,
+    },
+}
+
+impl Routed {
+    /// The kind of the addressed entity.
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            Routed::Ticket { .. } => EntityKind::Ticket,
+            Routed::Order { .. } => EntityKind::Order,
+        }
+    }
+
+    /// How long the caller waits for the answer.
+    pub fn timeout(&self, base: Duration) -> Duration {
+        match self {
+            Routed::Ticket { .. } => base,
+            Routed::Order { request, .. } => request.timeout(base),
         }
     }
 }

@@ -8,4 +8,5 @@
 pub mod kv;
 pub mod lease;
 pub mod membership;
+pub mod node;
 pub mod placement;

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod browser;
 mod cluster_membership;
+mod cluster_routing;
 mod concurrency;
 mod durability;
 mod events;

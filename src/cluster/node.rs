@@ -1,0 +1,583 @@
+//! One cluster node: keeps its membership alive, takes and keeps the shard leases placement
+//! gives it, serves those shards on their NATS subjects, hands shards over when placement
+//! moves them, and routes requests for shards it does not serve to their owners.
+//!
+//! Owns the control loop (every `tick`: heartbeat, renew, acquire, hand over), the serving
+//! subscriptions (`<cluster>.actor.<kind>.<shard>` in the queue group `<cluster>-actors`, so the
+//! subjects are the routing table) and the record of shard moves. Decisions come from
+//! compare-and-set results and the monotonic clock (`lease`), never from reads alone. It must not
+//! decide entity transitions: it hands requests to the runtime's actors.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_nats::RequestErrorKind;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{HeldLease, LeaseAction, LeaseTiming, RenewFailure};
+use super::membership::{ClusterBuckets, ClusterError, LeaseRecord, MemberRecord};
+use super::placement::{Candidate, owner_of};
+use crate::actors::{
+    ActorError, Answer, EntityKind, Envelope, RequestContext, Routed, Runtime, ShardRouter,
+};
+
+/// Moves kept for the admin view.
+const MOVES_KEPT: usize = 500;
+/// Shards acquired per round at most.
+const ACQUIRES_PER_ROUND: usize = 64;
+/// Shards handed over per round at most (Akka's bounded rebalance).
+const HANDOVERS_PER_ROUND: usize = 16;
+/// How long a shard's actors may take to drain when it is handed over.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How a node takes part in a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// The cluster's name: prefix of its buckets and subjects (`boxoffice` by default).
+    pub name: String,
+    pub node_id: String,
+    /// The address other nodes and the admin view show.
+    pub address: String,
+    pub roles: Vec<String>,
+    pub shards: u32,
+    pub lease_ttl: Duration,
+    /// Live members to wait for before taking shards.
+    pub min_members: usize,
+}
+
+/// A recorded change of a shard's owner, as this node saw it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardMove {
+    pub kind: EntityKind,
+    pub shard: u32,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+    pub from_epoch: Option<u64>,
+    pub to_epoch: Option<u64>,
+    pub at: String,
+    pub drain_ms: u64,
+    pub drained: usize,
+    pub refused: usize,
+}
+
+struct Served {
+    lease: HeldLease,
+    stop: CancellationToken,
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    settings: ClusterSettings,
+    client: async_nats::Client,
+    buckets: ClusterBuckets,
+    runtime: Arc<Runtime>,
+    incarnation: String,
+    timing: LeaseTiming,
+    origin: Instant,
+    served: RwLock<HashMap<(EntityKind, u32), Served>>,
+    moves: Mutex<VecDeque<ShardMove>>,
+    members: RwLock<BTreeMap<String, MemberRecord>>,
+    is_ready: AtomicBool,
+    member_record: Mutex<MemberRecord>,
+}
+
+fn now_iso() -> String {
+    crate::clock::now().to_iso8601()
+}
+
+impl ClusterNode {
+    /// Joins the cluster: checks the shard count, opens the buckets and announces this node.
+    pub async fn join(
+        settings: ClusterSettings,
+        client: async_nats::Client,
+        runtime: Arc<Runtime>,
+    ) -> Result<(Arc<ClusterNode>, u64), ClusterError> {
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let buckets = ClusterBuckets::open(
+            &jetstream,
+            &settings.name,
+            settings.lease_ttl,
+            settings.lease_ttl,
+        )
+        .await?;
+        buckets.check_shard_count(settings.shards).await?;
+        let incarnation = uuid::Uuid::new_v4().to_string();
+        let record = MemberRecord {
+            id: settings.node_id.clone(),
+            incarnation: incarnation.clone(),
+            address: settings.address.clone(),
+            roles: settings.roles.clone(),
+            started_at: now_iso(),
+            heartbeat_at: now_iso(),
+        };
+        let revision = buckets.join(&record).await?;
+        let node = Arc::new(ClusterNode {
+            timing: LeaseTiming::new(settings.lease_ttl),
+            settings,
+            client,
+            buckets,
+            runtime,
+            incarnation,
+            origin: Instant::now(),
+            served: RwLock::new(HashMap::new()),
+            moves: Mutex::new(VecDeque::new()),
+            members: RwLock::new(BTreeMap::new()),
+            is_ready: AtomicBool::new(false),
+            member_record: Mutex::new(record),
+        });
+        Ok((node, revision))
+    }
+
+    /// True once the node has joined and serves every shard placement gives it.
+    pub fn is_ready(&self) -> bool {
+        self.is_ready.load(Ordering::Acquire)
+    }
+
+    /// The shards this node serves, with their fencing epochs.
+    pub fn served_shards(&self) -> Vec<(EntityKind, u32, u64)> {
+        let served = self
+            .served
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shards: Vec<_> = served
+            .iter()
+            .map(|((kind, shard), served)| (*kind, *shard, served.lease.epoch))
+            .collect();
+        shards.sort();
+        shards
+    }
+
+    /// The live members as last scanned.
+    pub fn members(&self) -> Vec<MemberRecord> {
+        self.members
+            .read()
+            .map(|members| members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every lease in the cluster (owner, epoch = revision of the last write).
+    pub async fn leases(&self) -> Result<Vec<(EntityKind, u32, String, u64)>, ClusterError> {
+        Ok(self
+            .buckets
+            .leases()
+            .await?
+            .into_iter()
+            .map(|((kind, shard), lease)| (kind, shard, lease.owner, lease.revision))
+            .collect())
+    }
+
+    /// The moves this node recorded, newest first.
+    pub fn moves(&self, limit: usize) -> Vec<ShardMove> {
+        self.moves
+            .lock()
+            .map(|moves| moves.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn subject(&self, kind: EntityKind, shard: u32) -> String {
+        format!("{}.actor.{}.{shard}", self.settings.name, kind.as_str())
+    }
+
+    fn kinds(&self) -> Vec<EntityKind> {
+        [EntityKind::Ticket, EntityKind::Order]
+            .into_iter()
+            .filter(|kind| {
+                let role = match kind {
+                    EntityKind::Ticket => "tickets",
+                    EntityKind::Order => "orders",
+                };
+                self.settings
+                    .roles
+                    .iter()
+                    .any(|candidate| candidate == role)
+            })
+            .collect()
+    }
+
+    fn record_move(&self, shard_move: ShardMove) {
+        tracing::info!(kind = %shard_move.kind, shard = shard_move.shard, from = ?shard_move.from, to = ?shard_move.to, reason = %shard_move.reason, "shard moved");
+        if let Ok(mut moves) = self.moves.lock() {
+            moves.push_back(shard_move);
+            while moves.len() > MOVES_KEPT {
+                moves.pop_front();
+            }
+        }
+    }
+
+    /// Runs the control loop until `shutdown`, then hands every shard back and leaves.
+    pub async fn run(self: Arc<Self>, mut member_revision: u64, shutdown: CancellationToken) {
+        let tick = (self.settings.lease_ttl / 10)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let mut next_heartbeat = Duration::ZERO;
+        loop {
+            if self.elapsed() >= next_heartbeat {
+                let sent_at = self.elapsed();
+                let record = {
+                    let mut record = self
+                        .member_record
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    record.heartbeat_at = now_iso();
+                    record.clone()
+                };
+                match self.buckets.heartbeat(&record, member_revision).await {
+                    Ok(revision) => {
+                        member_revision = revision;
+                        next_heartbeat = sent_at + self.settings.lease_ttl / 3;
+                    }
+                    Err(ClusterError::IdentityTaken(id)) => {
+                        tracing::error!(node = %id, "another process took this node's identity; stopping every shard");
+                        self.stop_all("identity lost").await;
+                        self.is_ready.store(false, Ordering::Release);
+                        return;
+                    }
+                    Err(error) => tracing::warn!(error = %error, "heartbeat failed"),
+                }
+            }
+            if let Err(error) = self.round().await {
+                tracing::warn!(error = %error, "cluster round failed");
+                self.is_ready.store(false, Ordering::Release);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(tick) => {}
+            }
+        }
+        self.is_ready.store(false, Ordering::Release);
+        self.release_all("shutdown").await;
+        if let Err(error) = self
+            .buckets
+            .leave(&self.settings.node_id, member_revision)
+            .await
+        {
+            tracing::warn!(error = %error, "leaving the cluster failed; the membership expires by itself");
+        }
+    }
+
+    /// One round: renew or drop held leases, then move shards toward the desired placement.
+    async fn round(&self) -> Result<(), ClusterError> {
+        self.renew_leases().await;
+        let members = self.buckets.members().await?;
+        let leases = self.buckets.leases().await?;
+        if let Ok(mut known) = self.members.write() {
+            *known = members.clone();
+        }
+        let mut is_ready = members.len() >= self.settings.min_members;
+        let mut acquired = 0;
+        let mut handed_over = 0;
+        for kind in self.kinds() {
+            let candidates: Vec<Candidate> = members
+                .values()
+                .filter(|member| member.serves_kind(kind))
+                .map(|member| Candidate {
+                    node_id: member.id.clone(),
+                })
+                .collect();
+            for shard in 0..self.settings.shards {
+                let desired = owner_of(kind, shard, &candidates).map(|owner| owner.node_id.clone());
+                let is_mine = desired.as_deref() == Some(self.settings.node_id.as_str());
+                let is_served = self.serves(kind, shard as usize);
+                if is_mine && !is_served {
+                    is_ready = false;
+                    let is_free = !leases.contains_key(&(kind, shard));
+                    if is_free
+                        && members.len() >= self.settings.min_members
+                        && acquired < ACQUIRES_PER_ROUND
+                    {
+                        acquired += 1;
+                        self.acquire(kind, shard).await?;
+                    }
+                } else if !is_mine && is_served && handed_over < HANDOVERS_PER_ROUND {
+                    // Hand over only to a live member (no ping-pong with a node that is gone).
+                    if let Some(desired) = desired.filter(|owner| members.contains_key(owner)) {
+                        handed_over += 1;
+                        self.hand_over(kind, shard, desired).await;
+                    }
+                }
+            }
+        }
+        self.is_ready.store(is_ready, Ordering::Release);
+        Ok(())
+    }
+
+    async fn renew_leases(&self) {
+        let due: Vec<((EntityKind, u32), HeldLease)> = {
+            let served = self
+                .served
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            served
+                .iter()
+                .map(|(key, served)| (*key, served.lease))
+                .collect()
+        };
+        let record = self.lease_record();
+        for ((kind, shard), lease) in due {
+            match lease.next_action(self.elapsed(), &self.timing) {
+                LeaseAction::Wait => {}
+                LeaseAction::StopServing => {
+                    tracing::warn!(kind = %kind, shard, "lease deadline passed without a renewal; stopping the shard");
+                    self.stop_serving(kind, shard, "lease deadline passed", None)
+                        .await;
+                }
+                LeaseAction::Renew { revision } => {
+                    let sent_at = self.elapsed();
+                    match self.buckets.renew(kind, shard, &record, revision).await {
+                        Ok(revision) => {
+                            let mut served = self
+                                .served
+                                .write()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                            if let Some(entry) = served.get_mut(&(kind, shard)) {
+                                entry.lease = entry.lease.renewed(revision, sent_at);
+                            }
+                        }
+                        Err(RenewFailure::Lost) => {
+                            tracing::warn!(kind = %kind, shard, "lease lost to another node; stopping the shard");
+                            self.stop_serving(kind, shard, "lease lost", None).await;
+                        }
+                        Err(RenewFailure::Unreachable) => {
+                            tracing::warn!(kind = %kind, shard, "lease renewal failed; retrying until the deadline");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn lease_record(&self) -> LeaseRecord {
+        LeaseRecord {
+            owner: self.settings.node_id.clone(),
+            incarnation: self.incarnation.clone(),
+        }
+    }
+
+    async fn acquire(&self, kind: EntityKind, shard: u32) -> Result<(), ClusterError> {
+        let sent_at = self.elapsed();
+        let Some(epoch) = self
+            .buckets
+            .acquire(kind, shard, &self.lease_record())
+            .await?
+        else {
+            return Ok(());
+        };
+        let lease = HeldLease::acquired(epoch, sent_at);
+        let stop = CancellationToken::new();
+        let mut subscriber = match self
+            .client
+            .queue_subscribe(
+                self.subject(kind, shard),
+                format!("{}-actors", self.settings.name),
+            )
+            .await
+        {
+            Ok(subscriber) => subscriber,
+            Err(error) => {
+                let _ = self.buckets.release(kind, shard, epoch).await;
+                return Err(ClusterError::Unavailable(error.to_string()));
+            }
+        };
+        let runtime = self.runtime.clone();
+        let client = self.client.clone();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    () = stopped.cancelled() => break,
+                    message = subscriber.next() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                };
+                let runtime = runtime.clone();
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let answer = match Envelope::<Routed>::decode(&message.payload) {
+                        Ok(envelope) => {
+                            let context = RequestContext {
+                                request_id: envelope.request_id,
+                            };
+                            runtime.ask_local(envelope.body, context).await
+                        }
+                        Err(error) => Err(ActorError::Unavailable {
+                            retry_after: Duration::from_secs(1),
+                        })
+                        .inspect_err(
+                            |_| tracing::warn!(error = %error, "unreadable routed request"),
+                        ),
+                    };
+                    if let Some(reply) = message.reply {
+                        let body = Envelope::new(None, answer).encode();
+                        if let Err(error) = client.publish(reply, body.into()).await {
+                            tracing::warn!(error = %error, "answering a routed request failed");
+                        }
+                    }
+                });
+            }
+            let _ = subscriber.unsubscribe().await;
+        });
+        if let Ok(mut served) = self.served.write() {
+            served.insert((kind, shard), Served { lease, stop });
+        }
+        self.record_move(ShardMove {
+            kind,
+            shard,
+            from: None,
+            to: Some(self.settings.node_id.clone()),
+            reason: "acquired".into(),
+            from_epoch: None,
+            to_epoch: Some(epoch),
+            at: now_iso(),
+            drain_ms: 0,
+            drained: 0,
+            refused: 0,
+        });
+        Ok(())
+    }
+
+    /// Stops serving a shard: no more requests are taken here, its actors drain, and the move
+    /// is recorded. Returns the lease it held.
+    async fn stop_serving(
+        &self,
+        kind: EntityKind,
+        shard: u32,
+        reason: &str,
+        to: Option<String>,
+    ) -> Option<HeldLease> {
+        let served = {
+            let mut served = self
+                .served
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            served.remove(&(kind, shard))?
+        };
+        served.stop.cancel();
+        let started = Instant::now();
+        let (drained, in_time) = match kind {
+            EntityKind::Ticket => {
+                self.runtime
+                    .tickets
+                    .drain_shard(shard as usize, DRAIN_DEADLINE)
+                    .await
+            }
+            EntityKind::Order => {
+                self.runtime
+                    .orders
+                    .drain_shard(shard as usize, DRAIN_DEADLINE)
+                    .await
+            }
+        };
+        if !in_time {
+            tracing::error!(kind = %kind, shard, "actors did not drain before the deadline");
+        }
+        self.record_move(ShardMove {
+            kind,
+            shard,
+            from: Some(self.settings.node_id.clone()),
+            to,
+            reason: reason.into(),
+            from_epoch: Some(served.lease.epoch),
+            to_epoch: None,
+            at: now_iso(),
+            drain_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            drained,
+            refused: 0,
+        });
+        Some(served.lease)
+    }
+
+    async fn hand_over(&self, kind: EntityKind, shard: u32, to: String) {
+        if let Some(lease) = self.stop_serving(kind, shard, "rebalance", Some(to)).await
+            && let Err(error) = self.buckets.release(kind, shard, lease.revision).await
+        {
+            tracing::warn!(kind = %kind, shard, error = %error, "releasing a lease failed; it expires by itself");
+        }
+    }
+
+    async fn release_all(&self, reason: &str) {
+        for (kind, shard, _) in self.served_shards() {
+            if let Some(lease) = self.stop_serving(kind, shard, reason, None).await {
+                let _ = self.buckets.release(kind, shard, lease.revision).await;
+            }
+        }
+    }
+
+    async fn stop_all(&self, reason: &str) {
+        for (kind, shard, _) in self.served_shards() {
+            self.stop_serving(kind, shard, reason, None).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ShardRouter for ClusterNode {
+    fn serves(&self, kind: EntityKind, shard: usize) -> bool {
+        let Ok(shard) = u32::try_from(shard) else {
+            return false;
+        };
+        let served = self
+            .served
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        served
+            .get(&(kind, shard))
+            .is_some_and(|served| served.lease.is_serving(self.elapsed(), &self.timing))
+    }
+
+    async fn forward(
+        &self,
+        kind: EntityKind,
+        shard: usize,
+        request: Envelope<Routed>,
+        timeout: Duration,
+    ) -> Result<Answer, ActorError> {
+        let subject = self.subject(kind, u32::try_from(shard).unwrap_or(u32::MAX));
+        let payload = bytes::Bytes::from(request.encode());
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ActorError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            let ask = async_nats::Request::new()
+                .payload(payload.clone())
+                .timeout(Some(remaining));
+            match self.client.send_request(subject.clone(), ask).await {
+                Ok(message) => {
+                    let reply = Envelope::<Result<Answer, ActorError>>::decode(&message.payload)
+                        .map_err(|error| {
+                            ActorError::Internal(format!("unreadable reply: {error}"))
+                        })?;
+                    return reply.body;
+                }
+                // Nobody serves the shard right now: it is between owners. Retry.
+                Err(error) if error.kind() == RequestErrorKind::NoResponders => {
+                    tokio::time::sleep(backoff.min(remaining)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(error) if error.kind() == RequestErrorKind::TimedOut => {
+                    return Err(ActorError::Timeout);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "routing a request failed");
+                    return Err(ActorError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+            }
+        }
+    }
+}
