@@ -265,7 +265,11 @@ impl From<TicketRefusal> for Staleable {
 
 impl From<StoreError> for Staleable {
     fn from(error: StoreError) -> Self {
-        let stale = matches!(error, StoreError::VersionConflict { .. });
+        // A fenced write means another node owns the shard now: stop like a stale activation.
+        let stale = matches!(
+            error,
+            StoreError::VersionConflict { .. } | StoreError::Fenced { .. }
+        );
         Staleable {
             error: error.into(),
             stale,
