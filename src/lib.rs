@@ -3,8 +3,9 @@
 //!
 //! Layers, top to bottom: `http` (axum routers) -> `actors` (ticket and order actors, the
 //! directory, supervision) -> `domain` (pure state machines). The ports `store`, `bus`, `timers`
-//! and `payments` are traits with their adapters beside them; `app` wires them in dependency
-//! order and `config` is the command line.
+//! and `payments` are traits with their adapters beside them; `cluster` makes the NATS KV
+//! buckets cluster coordination builds on; `app` wires them in dependency order and `config` is
+//! the command line.
 
 pub mod actors;
 pub mod app;

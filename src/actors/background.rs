@@ -164,7 +164,14 @@ async fn fire(runtime: &Runtime, key: TimerKey) {
         }
     };
     match result {
-        Ok(_) | Err(super::ActorError::NotFound) => {}
+        Ok(_) | Err(super::ActorError::NotFound) => {
+            // Delivered (or nothing left to deliver to): release the claim for good.
+            if let Err(error) = runtime.timers.complete(key).await {
+                // The claim's lease runs out and the timer fires again; `Expire` and
+                // `ResolveHold` are idempotent.
+                tracing::warn!(entity = %key.entity, error = %error, "completing a timer failed");
+            }
+        }
         Err(error) => {
             tracing::warn!(entity = %key.entity, error = %error, "timer delivery failed; retrying");
             let retry_at = crate::clock::now().plus(Duration::from_secs(1));

@@ -44,10 +44,14 @@ impl From<PaymentError> for Staleable {
     }
 }
 
-/// A store failure; a version conflict means another activation wrote the entity.
+/// A store failure; a version conflict means another activation wrote the entity, and a fenced
+/// write means another node owns the shard now: either way this activation must stop.
 impl From<StoreError> for Staleable {
     fn from(error: StoreError) -> Self {
-        let stale = matches!(error, StoreError::VersionConflict { .. });
+        let stale = matches!(
+            error,
+            StoreError::VersionConflict { .. } | StoreError::Fenced { .. }
+        );
         Staleable {
             error: error.into(),
             stale,

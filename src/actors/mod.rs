@@ -118,6 +118,7 @@ impl From<StoreError> for ActorError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::VersionConflict { .. }
+            | StoreError::Fenced { .. }
             | StoreError::Unavailable(_)
             | StoreError::InUse(_) => ActorError::Unavailable {
                 retry_after: Duration::from_secs(1),

@@ -6,8 +6,10 @@
 //! delivery is at least once and subscribers de-duplicate by event id.
 
 mod memory;
+pub mod nats;
 
 pub use memory::MemoryBus;
+pub use nats::NatsBus;
 
 use async_trait::async_trait;
 use serde::Serialize;

@@ -42,6 +42,8 @@ const EVENTS: TableDefinition<u64, Bytes> = TableDefinition::new("events");
 const COMMANDS: TableDefinition<u64, Bytes> = TableDefinition::new("commands");
 const PAYMENTS: TableDefinition<Bytes, Bytes> = TableDefinition::new("payments");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Shard fence epochs by `<kind>.<shard>`.
+const SHARD_FENCES: TableDefinition<&str, u64> = TableDefinition::new("shard_fences");
 
 const NEXT_EVENT_SEQ: &str = "next_event_seq";
 const NEXT_COMMAND_ID: &str = "next_command_id";
@@ -61,10 +63,16 @@ enum WriteOperation {
     Commit(UnitOfWork),
     InsertUser(User),
     SetPublishedSeq(u64),
+    RaiseFence {
+        kind: String,
+        shard: u32,
+        epoch: u64,
+    },
 }
 
 enum WriteOutcome {
     Committed(CommitReceipt),
+    FenceEpoch(u64),
     Done,
 }
 
@@ -230,6 +238,7 @@ fn create_tables(database: &Database) -> Result<(), StoreError> {
         transaction.open_table(COMMANDS).map_err(unavailable)?;
         transaction.open_table(PAYMENTS).map_err(unavailable)?;
         transaction.open_table(META).map_err(unavailable)?;
+        transaction.open_table(SHARD_FENCES).map_err(unavailable)?;
     }
     transaction.commit().map_err(unavailable)
 }
@@ -281,6 +290,7 @@ fn apply(
 ) -> Result<WriteOutcome, StoreError> {
     match operation {
         WriteOperation::Commit(unit) => {
+            check_fence(transaction, unit)?;
             check_versions(transaction, unit)?;
             apply_unit(transaction, unit).map(WriteOutcome::Committed)
         }
@@ -316,7 +326,48 @@ fn apply(
             }
             Ok(WriteOutcome::Done)
         }
+        WriteOperation::RaiseFence { kind, shard, epoch } => {
+            let mut fences = transaction.open_table(SHARD_FENCES).map_err(unavailable)?;
+            let key = fence_key(kind, *shard);
+            let stored = fences
+                .get(key.as_str())
+                .map_err(unavailable)?
+                .map_or(0, |value| value.value());
+            if stored >= *epoch {
+                return Ok(WriteOutcome::FenceEpoch(stored));
+            }
+            fences.insert(key.as_str(), *epoch).map_err(unavailable)?;
+            Ok(WriteOutcome::FenceEpoch(*epoch))
+        }
     }
+}
+
+/// The fence table's key of a shard, the same as the MongoDB adapter's `_id`.
+fn fence_key(kind: &str, shard: u32) -> String {
+    format!("{kind}.{shard}")
+}
+
+/// Refuses a unit whose fence epoch is below the shard's stored one (a shard never fenced is
+/// at epoch 0). The writer thread applies operations one at a time, so nothing can raise the
+/// fence between this check and the unit's writes.
+fn check_fence(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<(), StoreError> {
+    let Some(fence) = &unit.fence else {
+        return Ok(());
+    };
+    let fences = transaction.open_table(SHARD_FENCES).map_err(unavailable)?;
+    let stored = fences
+        .get(fence_key(&fence.kind, fence.shard).as_str())
+        .map_err(unavailable)?
+        .map_or(0, |value| value.value());
+    if stored > fence.epoch {
+        return Err(StoreError::Fenced {
+            kind: fence.kind.clone(),
+            shard: fence.shard,
+            stored,
+            presented: fence.epoch,
+        });
+    }
+    Ok(())
 }
 
 fn check_versions(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<(), StoreError> {
@@ -439,13 +490,7 @@ fn apply_unit(
             .map_or(1, |v| v.value());
         let at = crate::clock::now();
         for event in &unit.events {
-            let stored = StoredEvent {
-                seq,
-                id: event.id(),
-                name: event.name().to_string(),
-                at,
-                data: event.payload(),
-            };
+            let stored = StoredEvent::new(seq, event, at);
             events
                 .insert(seq, encode(&stored)?.as_slice())
                 .map_err(unavailable)?;
@@ -523,7 +568,21 @@ impl Store for EmbeddedStore {
     async fn commit(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError> {
         match self.write(WriteOperation::Commit(unit)).await? {
             WriteOutcome::Committed(receipt) => Ok(receipt),
-            WriteOutcome::Done => Ok(CommitReceipt::default()),
+            WriteOutcome::FenceEpoch(_) | WriteOutcome::Done => Ok(CommitReceipt::default()),
+        }
+    }
+
+    async fn raise_fence(&self, kind: &str, shard: u32, epoch: u64) -> Result<u64, StoreError> {
+        let operation = WriteOperation::RaiseFence {
+            kind: kind.to_string(),
+            shard,
+            epoch,
+        };
+        match self.write(operation).await? {
+            WriteOutcome::FenceEpoch(stored) => Ok(stored),
+            WriteOutcome::Committed(_) | WriteOutcome::Done => Err(StoreError::Unavailable(
+                "store writer answered a fence raise with another outcome".into(),
+            )),
         }
     }
 

@@ -3,12 +3,15 @@
 //!
 //! Owns the persistence contract every adapter keeps: a commit is all-or-nothing, durable
 //! (fsynced) before it returns, and a compare-and-set on each written entity's version, so two
-//! activations of one actor can never both write. It must not decide anything: actors hand it
+//! activations of one actor can never both write, checked against the shard's fence epoch when
+//! the unit carries one (ARCHITECTURE.md rule 1). It must not decide anything: actors hand it
 //! states the domain produced.
 
 mod embedded;
+mod mongo;
 
 pub use embedded::EmbeddedStore;
+pub use mongo::MongoStore;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -96,9 +99,25 @@ pub enum Command {
     },
 }
 
+/// The shard epoch a writer holds. A unit carrying one commits only while the store's epoch for
+/// that shard is not higher, checked atomically with the unit's writes: a node paused past its
+/// lease, whose shard a new owner took (and fenced with a higher epoch), cannot write even an
+/// entity the new owner has not touched yet (ARCHITECTURE.md rule 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The actor kind the shard belongs to (`ticket`, `order`).
+    pub kind: String,
+    /// The shard number.
+    pub shard: u32,
+    /// The epoch the writer acquired the shard with.
+    pub epoch: u64,
+}
+
 /// Everything one transition persists, atomically.
 #[derive(Clone, Debug, Default)]
 pub struct UnitOfWork {
+    /// The writer's shard fence; `None` on a single node, which owns every shard.
+    pub fence: Option<Fence>,
     pub writes: Vec<EntityWrite>,
     pub events: Vec<DomainEvent>,
     pub commands: Vec<Command>,
@@ -124,6 +143,19 @@ pub struct StoredEvent {
     pub name: String,
     pub at: Timestamp,
     pub data: Value,
+}
+
+impl StoredEvent {
+    /// The outbox entry of `event`, numbered `seq`, committed at `at`.
+    pub fn new(seq: u64, event: &DomainEvent, at: Timestamp) -> StoredEvent {
+        StoredEvent {
+            seq,
+            id: event.id(),
+            name: event.name().to_string(),
+            at,
+            data: event.payload(),
+        }
+    }
 }
 
 /// Which timer an entity needs.
@@ -153,6 +185,15 @@ pub enum StoreError {
         expected: Option<u64>,
         found: Option<u64>,
     },
+    /// The shard was fenced with a higher epoch than the writer holds: another node owns it now.
+    /// Nothing was written; the writer must stop serving the shard.
+    #[error("shard {kind}.{shard} is fenced at epoch {stored}; the writer holds {presented}")]
+    Fenced {
+        kind: String,
+        shard: u32,
+        stored: u64,
+        presented: u64,
+    },
     /// Another account has this email.
     #[error("email in use")]
     EmailTaken,
@@ -172,6 +213,11 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Applies every write of `unit` or none, durably, before returning.
     async fn commit(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError>;
+
+    /// Raises the fence of shard `shard` of `kind` to `epoch` (a new owner does this when it
+    /// acquires the shard); never lowers it. Returns the epoch now stored, which is higher than
+    /// `epoch` when a later owner already raised it.
+    async fn raise_fence(&self, kind: &str, shard: u32, epoch: u64) -> Result<u64, StoreError>;
 
     async fn load_ticket(&self, id: TicketId) -> Result<Option<Stored<Ticket>>, StoreError>;
     async fn load_order(&self, id: OrderId) -> Result<Option<Stored<Order>>, StoreError>;

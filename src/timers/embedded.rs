@@ -88,6 +88,12 @@ impl Timers for EmbeddedTimers {
         Ok(claimed)
     }
 
+    async fn complete(&self, _key: TimerKey) -> Result<(), TimerError> {
+        // A claim removed the timer from the index already: a process that dies mid-fire
+        // rebuilds the index from the store at start, so there is no lease to release.
+        Ok(())
+    }
+
     async fn wait(&self, at_most: Duration) {
         let notified = self.changed.notified();
         let sleep_for = match self.next_due() {

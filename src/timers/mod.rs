@@ -7,8 +7,10 @@
 //! rule 9). It must not decide what a deadline means: the worker hands each to its actor.
 
 mod embedded;
+mod redis;
 
 pub use embedded::EmbeddedTimers;
+pub use redis::RedisTimers;
 
 use std::time::Duration;
 
@@ -39,12 +41,15 @@ pub trait Timers: Send + Sync + 'static {
     /// Disarms the timer of `key`, if armed.
     async fn disarm(&self, key: TimerKey) -> Result<(), TimerError>;
     /// Takes up to `limit` timers due at `now`; a taken timer is not handed out again unless
-    /// re-armed.
+    /// re-armed, or (in an index shared by several nodes) unless its claimer does not `complete`
+    /// it within the claim's lease, as when the claiming node died mid-fire.
     async fn claim_due(
         &self,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<(TimerKey, Timestamp)>, TimerError>;
+    /// Records that a claimed timer was delivered to its actor, so it is never handed out again.
+    async fn complete(&self, key: TimerKey) -> Result<(), TimerError>;
     /// Waits until a timer may be due, an earlier timer is armed, or `at_most` passes.
     async fn wait(&self, at_most: Duration);
     /// How many timers are armed.

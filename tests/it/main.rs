@@ -1,4 +1,5 @@
-//! The behavioural suite: black-box tests over HTTP against the real `boxoffice` binary.
+//! The behavioural suite: black-box tests over HTTP against the real `boxoffice` binary, and
+//! the adapter tests (store contract, Redis timers, NATS bus) against real servers.
 
 mod actors;
 mod admin;
@@ -13,9 +14,12 @@ mod events;
 mod expiry;
 mod fake_stripe;
 mod harness;
+mod nats_bus;
 mod operations;
 mod orders;
 mod payments;
+mod redis_timers;
 mod servers;
+mod store_contract;
 mod stripe;
 mod tickets;

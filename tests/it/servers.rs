@@ -38,6 +38,55 @@ pub fn nats_url() -> String {
     .clone()
 }
 
+/// The Redis server's URL (`redis://127.0.0.1:PORT/`).
+pub fn redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        from_env_or_spawn("BOXOFFICE_TEST_REDIS_URL", |port| Server {
+            name: "redis-server",
+            program: find_program("redis-server"),
+            args: vec![
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                "--dir".into(),
+                "@DIR@".into(),
+            ],
+            answers: |address| greeting_starts_with(address, Some(b"PING\r\n"), b"+PONG"),
+            url: format!("redis://127.0.0.1:{port}/"),
+        })
+    })
+    .clone()
+}
+
+/// The MongoDB-wire server's URL, with `retryWrites=false` (SecantusDB slows down about ten
+/// times after ~10k retryable writes without it).
+pub fn mongo_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        from_env_or_spawn("BOXOFFICE_TEST_MONGO_URL", |port| Server {
+            name: "secantusd-py",
+            program: find_program("secantusd-py"),
+            args: vec![
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string(),
+                "--storage-path".into(),
+                ":memory:".into(),
+            ],
+            answers: |address| TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok(),
+            url: format!("mongodb://127.0.0.1:{port}/?retryWrites=false"),
+        })
+    })
+    .clone()
+}
+
 /// `<prefix>_<12 random hex digits>`: a name no other test (or run) uses.
 pub fn unique_name(prefix: &str) -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
