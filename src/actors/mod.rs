@@ -33,7 +33,7 @@ use crate::ids::IdGenerator;
 use crate::metrics::Metrics;
 use crate::payments::{PaymentError, PaymentGateway};
 use crate::store::{
-    Command, CommitReceipt, DeadlineKind, Store, StoreError, Transition, UnitOfWork,
+    Command, CommitReceipt, DeadlineKind, Fence, Store, StoreError, Transition, UnitOfWork,
 };
 use crate::timers::{TimerKey, Timers};
 use entity::EntityTable;
@@ -181,6 +181,13 @@ pub struct Runtime {
 pub trait ShardRouter: Send + Sync + 'static {
     /// True while this node serves `shard` of `kind` (requests for it stay local).
     fn serves(&self, kind: EntityKind, shard: usize) -> bool;
+
+    /// The fencing epoch this node serves `shard` with, or `None` when it does not serve it
+    /// (then nothing of the shard may be written here).
+    fn epoch(&self, kind: EntityKind, shard: usize) -> Option<u64>;
+
+    /// A write of `shard` met a higher fence in the store: another node owns it now.
+    fn fenced(&self, kind: EntityKind, shard: usize);
 
     /// Sends a request to the owner of `shard` and waits up to `timeout` for its answer.
     async fn forward(
@@ -425,8 +432,41 @@ impl Runtime {
 
     // ---- what actors share -----------------------------------------------------------------
 
-    /// Commits a unit of work and wakes the outbox relay.
+    /// The fence an entity write of `shard` must carry: none on a single node; in a cluster,
+    /// the epoch this node serves the shard with, or `Unavailable` when it no longer serves it.
+    pub(crate) fn fence(
+        &self,
+        kind: EntityKind,
+        shard: usize,
+    ) -> Result<Option<Fence>, ActorError> {
+        let Some(router) = self.router.get() else {
+            return Ok(None);
+        };
+        match router.epoch(kind, shard) {
+            Some(epoch) => Ok(Some(Fence {
+                kind: kind.as_str().to_string(),
+                shard: u32::try_from(shard).unwrap_or(u32::MAX),
+                epoch,
+            })),
+            None => Err(ActorError::Unavailable {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// Commits a unit of work and wakes the outbox relay. A fenced write tells the router that
+    /// another node owns the shard now.
     pub(crate) async fn persist(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError> {
+        let result = self.commit(unit).await;
+        if let Err(StoreError::Fenced { kind, shard, .. }) = &result
+            && let (Some(router), Ok(kind)) = (self.router.get(), kind.parse::<EntityKind>())
+        {
+            router.fenced(kind, *shard as usize);
+        }
+        result
+    }
+
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError> {
         let has_events = !unit.events.is_empty();
         let started = Instant::now();
         let receipt = self.store.commit(unit).await?;

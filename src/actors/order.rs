@@ -513,12 +513,14 @@ impl OrderState {
         command: Option<Command>,
         payment: Option<Payment>,
     ) -> Result<(Order, Option<u64>), Staleable> {
+        let fence = self.runtime.fence(EntityKind::Order, self.cell.shard)?;
         let staged = self.held.stage(message, context, &change);
         let receipt = self
             .runtime
             .persist(UnitOfWork {
                 writes: vec![staged.write()],
                 events: change.events,
+                fence,
                 commands: command.into_iter().collect(),
                 payments: payment.into_iter().collect(),
                 ..UnitOfWork::default()

@@ -264,11 +264,13 @@ impl TicketState {
         context: &RequestContext,
         change: Change<Ticket>,
     ) -> Result<Ticket, Staleable> {
+        let fence = self.runtime.fence(EntityKind::Ticket, self.cell.shard)?;
         let staged = self.held.stage(message, context, &change);
         self.runtime
             .persist(UnitOfWork {
                 writes: vec![staged.write()],
                 events: change.events,
+                fence,
                 ..UnitOfWork::default()
             })
             .await?;

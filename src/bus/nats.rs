@@ -168,6 +168,11 @@ impl NatsBus {
         })
     }
 
+    /// The NATS connection (shared with the cluster node's routing).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// The JetStream context (for KV buckets and stream inspection).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream

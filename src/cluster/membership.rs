@@ -109,6 +109,7 @@ pub struct ClusterBuckets {
     shards: kv::Store,
     config: kv::Store,
     members_bucket: String,
+    generation: u64,
 }
 
 impl ClusterBuckets {
@@ -121,13 +122,38 @@ impl ClusterBuckets {
         lease_ttl: Duration,
     ) -> Result<ClusterBuckets, ClusterError> {
         let members_bucket = format!("{name}_members");
+        let shards_bucket = format!("{name}_shards");
+        let shards = ensure_kv_bucket(jetstream, &shards_bucket, 1, lease_ttl).await?;
+        let created = jetstream
+            .get_stream(format!("KV_{shards_bucket}"))
+            .await
+            .map_err(unavailable)?
+            .info()
+            .await
+            .map_err(unavailable)?
+            .created;
         Ok(ClusterBuckets {
             members: ensure_kv_bucket(jetstream, &members_bucket, 1, member_ttl).await?,
-            shards: ensure_kv_bucket(jetstream, &format!("{name}_shards"), 1, lease_ttl).await?,
+            shards,
             config: ensure_kv_bucket(jetstream, &format!("{name}_config"), 1, Duration::ZERO)
                 .await?,
             members_bucket,
+            generation: u64::try_from(created.unix_timestamp()).unwrap_or(0),
         })
+    }
+
+    /// The leases bucket's generation: when its stream was created (seconds since the epoch).
+    /// A re-created stream starts its revisions at 1 again, but with a later generation, so
+    /// `fencing_epoch` keeps growing.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The store fence of a lease acquired at `revision`: the generation in the high 32 bits
+    /// and the revision in the low ones, so it grows across acquisitions and across a re-created
+    /// leases bucket.
+    pub fn fencing_epoch(&self, revision: u64) -> u64 {
+        (self.generation << 32) | (revision & 0xffff_ffff)
     }
 
     /// Pins the shard count on first use; refuses a node whose count differs.

@@ -68,7 +68,11 @@ pub struct ShardMove {
 
 struct Served {
     lease: HeldLease,
+    /// The store fence of this tenure (`ClusterBuckets::fencing_epoch`).
+    fence: u64,
     stop: CancellationToken,
+    /// A write met a higher fence: stop serving at the next round.
+    is_fenced: bool,
 }
 
 /// A running cluster node.
@@ -372,6 +376,28 @@ impl ClusterNode {
             return Ok(());
         };
         let lease = HeldLease::acquired(epoch, sent_at);
+        // Raise the store's fence before serving: from now on a write by any earlier owner of
+        // the shard (a paused one, say) is refused, even to entities not touched here yet.
+        let fence = self.buckets.fencing_epoch(epoch);
+        match self
+            .runtime
+            .store
+            .raise_fence(kind.as_str(), shard, fence)
+            .await
+        {
+            Ok(stored) if stored == fence => {}
+            Ok(stored) => {
+                tracing::error!(kind = %kind, shard, fence, stored, "the store's fence is ahead of this lease; not serving");
+                let _ = self.buckets.release(kind, shard, epoch).await;
+                return Ok(());
+            }
+            Err(error) => {
+                let _ = self.buckets.release(kind, shard, epoch).await;
+                return Err(ClusterError::Unavailable(format!(
+                    "raising the fence: {error}"
+                )));
+            }
+        }
         let stop = CancellationToken::new();
         let mut subscriber = match self
             .client
@@ -427,7 +453,15 @@ impl ClusterNode {
             let _ = subscriber.unsubscribe().await;
         });
         if let Ok(mut served) = self.served.write() {
-            served.insert((kind, shard), Served { lease, stop });
+            served.insert(
+                (kind, shard),
+                Served {
+                    lease,
+                    fence,
+                    stop,
+                    is_fenced: false,
+                },
+            );
         }
         self.record_move(ShardMove {
             kind,
@@ -436,7 +470,7 @@ impl ClusterNode {
             to: Some(self.settings.node_id.clone()),
             reason: "acquired".into(),
             from_epoch: None,
-            to_epoch: Some(epoch),
+            to_epoch: Some(fence),
             at: now_iso(),
             drain_ms: 0,
             drained: 0,
@@ -486,7 +520,7 @@ impl ClusterNode {
             from: Some(self.settings.node_id.clone()),
             to,
             reason: reason.into(),
-            from_epoch: Some(served.lease.epoch),
+            from_epoch: Some(served.fence),
             to_epoch: None,
             at: now_iso(),
             drain_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -522,16 +556,34 @@ impl ClusterNode {
 #[async_trait::async_trait]
 impl ShardRouter for ClusterNode {
     fn serves(&self, kind: EntityKind, shard: usize) -> bool {
-        let Ok(shard) = u32::try_from(shard) else {
-            return false;
-        };
+        self.epoch(kind, shard).is_some()
+    }
+
+    fn epoch(&self, kind: EntityKind, shard: usize) -> Option<u64> {
+        let shard = u32::try_from(shard).ok()?;
         let served = self
             .served
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         served
             .get(&(kind, shard))
-            .is_some_and(|served| served.lease.is_serving(self.elapsed(), &self.timing))
+            .filter(|served| {
+                !served.is_fenced && served.lease.is_serving(self.elapsed(), &self.timing)
+            })
+            .map(|served| served.fence)
+    }
+
+    fn fenced(&self, kind: EntityKind, shard: usize) {
+        let Ok(shard) = u32::try_from(shard) else {
+            return;
+        };
+        let mut served = self
+            .served
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(served) = served.get_mut(&(kind, shard)) {
+            served.is_fenced = true;
+        }
     }
 
     async fn forward(
