@@ -15,15 +15,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actors::{DirectoryConfig, Runtime, RuntimeConfig};
-use crate::bus::{Bus, MemoryBus};
+use crate::bus::{Bus, MemoryBus, NatsBus};
+use crate::cluster::membership::ClusterError;
+use crate::cluster::node::{ClusterNode, ClusterSettings};
 use crate::config::ServeArgs;
 use crate::http::auth::PasswordHashing;
 use crate::http::session::SessionKeys;
 use crate::http::{AppState, Lifecycle, NodeInfo};
 use crate::metrics::Metrics;
 use crate::payments::{PaymentGateway, SandboxGateway, StripeGateway};
-use crate::store::{EmbeddedStore, Store, StoreError};
-use crate::timers::EmbeddedTimers;
+use crate::store::{EmbeddedStore, MongoStore, Store, StoreError};
+use crate::timers::{EmbeddedTimers, RedisTimers, Timers};
 
 /// Why a node could not start; each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum StartError {
     Listen { address: SocketAddr, reason: String },
     #[error("{0}")]
     Secret(String),
+    #[error("cannot reach {0}")]
+    Unreachable(String),
 }
 
 impl StartError {
@@ -124,22 +128,21 @@ fn node_id(args: &ServeArgs) -> String {
     })
 }
 
-/// Starts a node and returns once it listens; it stops when `signal` resolves or `stop` is
-/// called.
-pub async fn start(
-    args: ServeArgs,
-    signal: impl Future<Output = ()> + Send + 'static,
-) -> Result<Server, StartError> {
-    if args.is_cluster() {
-        return Err(StartError::Config(
-            "cluster mode (--nats, --mongo, --redis) is not available in this build yet; run without them for the embedded single-node default".into(),
-        ));
-    }
-    let roles = args.roles();
-    if roles.is_empty() {
-        return Err(StartError::Config("--roles selects no role".into()));
-    }
+/// The adapters a node runs with, chosen by its flags.
+struct Ports {
+    store: Arc<dyn Store>,
+    timers: Arc<dyn Timers>,
+    bus: Arc<dyn Bus>,
+    /// The NATS connection cluster coordination shares (cluster mode only).
+    nats: Option<async_nats::Client>,
+    jwt_key: String,
+    admin_token: String,
+    mode: &'static str,
+}
 
+/// The embedded default: redb in the data directory, in-process bus and timers; secrets kept
+/// in the data directory when not given.
+async fn embedded_ports(args: &ServeArgs) -> Result<Ports, StartError> {
     let store = match EmbeddedStore::open(&args.data_dir) {
         Ok(store) => Arc::new(store),
         Err(StoreError::InUse(dir)) => return Err(StartError::DataDirInUse(dir)),
@@ -153,6 +156,84 @@ pub async fn start(
         Some(token) if !token.is_empty() => token.clone(),
         _ => load_or_generate_secret(&args.data_dir.join("admin.token"), "an admin token")?,
     };
+    Ok(Ports {
+        store,
+        timers: Arc::new(EmbeddedTimers::new()),
+        bus: Arc::new(MemoryBus::new()),
+        nats: None,
+        jwt_key,
+        admin_token,
+        mode: "embedded single node",
+    })
+}
+
+/// Cluster mode: MongoDB, NATS and Redis, all three required, and the secrets given (every
+/// node must share them, so none may be generated).
+async fn cluster_ports(args: &ServeArgs) -> Result<Ports, StartError> {
+    let (Some(nats), Some(mongo), Some(redis)) = (&args.nats, &args.mongo, &args.redis) else {
+        return Err(StartError::Config(
+            "cluster mode needs --nats, --mongo and --redis together".into(),
+        ));
+    };
+    let jwt_key = args
+        .jwt_key
+        .clone()
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| {
+            StartError::Config("cluster mode needs JWT_KEY (every node must share it)".into())
+        })?;
+    let admin_token = args.admin_token.clone().filter(|token| !token.is_empty()).ok_or_else(|| {
+        StartError::Config(
+            "cluster mode needs --admin-token or BOXOFFICE_ADMIN_TOKEN (every node must share it)".into(),
+        )
+    })?;
+    let store = MongoStore::connect(mongo, &args.mongo_db)
+        .await
+        .map_err(|error| {
+            StartError::Unreachable(format!("MongoDB ({}): {error}", redact(mongo)))
+        })?;
+    let bus = NatsBus::connect(nats, &format!("{}.events", args.cluster_name))
+        .await
+        .map_err(|error| StartError::Unreachable(format!("NATS ({}): {error}", redact(nats))))?;
+    let timers = RedisTimers::connect(redis, &args.cluster_name)
+        .await
+        .map_err(|error| StartError::Unreachable(format!("Redis ({}): {error}", redact(redis))))?;
+    Ok(Ports {
+        store: Arc::new(store),
+        timers: Arc::new(timers),
+        nats: Some(bus.client().clone()),
+        bus: Arc::new(bus),
+        jwt_key,
+        admin_token,
+        mode: "cluster node",
+    })
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Starts a node and returns once it listens; it stops when `signal` resolves or `stop` is
+/// called.
+pub async fn start(
+    args: ServeArgs,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<Server, StartError> {
+    let roles = args.roles();
+    if roles.is_empty() {
+        return Err(StartError::Config("--roles selects no role".into()));
+    }
+    let ports = if args.is_cluster() {
+        cluster_ports(&args).await?
+    } else {
+        embedded_ports(&args).await?
+    };
 
     let metrics = Arc::new(Metrics::new());
     let gateway: Arc<dyn PaymentGateway> = match &args.stripe_key {
@@ -163,8 +244,6 @@ pub async fn start(
         ),
         None => Arc::new(SandboxGateway::new()),
     };
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-    let store_port: Arc<dyn Store> = store.clone();
     let config = RuntimeConfig {
         order_ttl: args.order_ttl,
         directory: DirectoryConfig {
@@ -179,24 +258,14 @@ pub async fn start(
     };
     let (runtime, background) = Runtime::new(
         config,
-        store_port.clone(),
-        Arc::new(EmbeddedTimers::new()),
+        ports.store.clone(),
+        ports.timers.clone(),
         gateway.clone(),
         metrics.clone(),
     );
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    background
-        .spawn(
-            runtime.clone(),
-            bus.clone(),
-            shutdown.child_token(),
-            &tracker,
-        )
-        .await
-        .map_err(|error| StartError::Store(error.to_string()))?;
-
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|error| StartError::Listen {
@@ -207,13 +276,58 @@ pub async fn start(
         address: args.listen,
         reason: error.to_string(),
     })?;
+    let node = NodeInfo {
+        id: node_id(&args),
+        address: args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| address.to_string()),
+        roles: roles.iter().map(ToString::to_string).collect(),
+        started_at: crate::clock::now(),
+    };
+
+    let cluster = match &ports.nats {
+        Some(client) => {
+            let settings = ClusterSettings {
+                name: args.cluster_name.clone(),
+                node_id: node.id.clone(),
+                address: node.address.clone(),
+                roles: node.roles.clone(),
+                shards: u32::try_from(args.shards).unwrap_or(u32::MAX),
+                lease_ttl: args.lease_ttl,
+                min_members: args.min_members,
+            };
+            let (cluster, revision) = ClusterNode::join(settings, client.clone(), runtime.clone())
+                .await
+                .map_err(|error| match error {
+                    ClusterError::ShardCountMismatch { .. } => {
+                        StartError::Config(error.to_string())
+                    }
+                    other => StartError::Unreachable(format!("joining the cluster: {other}")),
+                })?;
+            runtime.set_router(cluster.clone());
+            tracker.spawn(cluster.clone().run(revision, shutdown.child_token()));
+            Some(cluster)
+        }
+        None => None,
+    };
+    background
+        .spawn(
+            runtime.clone(),
+            ports.bus.clone(),
+            shutdown.child_token(),
+            &tracker,
+        )
+        .await
+        .map_err(|error| StartError::Store(error.to_string()))?;
+
     let hashing_slots = std::thread::available_parallelism().map_or(2, usize::from);
     let state = AppState {
         runtime: runtime.clone(),
-        store: store_port,
-        bus,
+        store: ports.store.clone(),
+        bus: ports.bus.clone(),
         sessions: Arc::new(SessionKeys::new(
-            jwt_key.as_bytes(),
+            ports.jwt_key.as_bytes(),
             args.session_ttl,
             args.secure_cookies,
         )),
@@ -222,23 +336,16 @@ pub async fn start(
                 .map_err(|error| StartError::Secret(error.to_string()))?,
         ),
         metrics,
-        admin_token: admin_token.into(),
-        node: Arc::new(NodeInfo {
-            id: node_id(&args),
-            address: args
-                .advertise
-                .clone()
-                .unwrap_or_else(|| address.to_string()),
-            roles: roles.iter().map(ToString::to_string).collect(),
-            started_at: crate::clock::now(),
-        }),
+        admin_token: ports.admin_token.clone().into(),
+        node: Arc::new(node),
         lifecycle: Arc::new(Lifecycle::default()),
+        cluster,
     };
     let lifecycle = state.lifecycle.clone();
     let router = crate::http::router(state, &roles);
 
     tracing::info!(
-        mode = "embedded single node",
+        mode = ports.mode,
         data_dir = %args.data_dir.display(),
         gateway = gateway.name(),
         roles = %roles.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -254,6 +361,7 @@ pub async fn start(
     });
     let drain_lifecycle = lifecycle.clone();
     let stop_token = shutdown.clone();
+    let store = ports.store;
     let finished = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             http_shutdown.cancelled().await;
@@ -264,9 +372,10 @@ pub async fn start(
             tracing::error!(error = %error, "http server failed");
         }
         shutdown.cancel();
-        runtime.shutdown().await;
+        // The cluster node hands its shards back first (tracked task), then actors drain.
         tracker.close();
         tracker.wait().await;
+        runtime.shutdown().await;
         drop(runtime);
         drop(store);
         tracing::info!("stopped");

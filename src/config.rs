@@ -102,6 +102,19 @@ fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_cluster_name(text: &str) -> Result<String, String> {
+    let is_valid = !text.is_empty()
+        && text.len() <= 32
+        && text.chars().all(|character| {
+            character.is_ascii_lowercase() || character.is_ascii_digit() || character == '_'
+        });
+    if is_valid {
+        Ok(text.to_string())
+    } else {
+        Err("must be 1 to 32 lowercase letters, digits or _".into())
+    }
+}
+
 fn parse_shards(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(value) if (1..=65_536).contains(&value) => Ok(value),
@@ -175,6 +188,11 @@ pub struct ServeArgs {
     /// Address other nodes and the admin page show for this node (default: the bound address).
     #[arg(long, env = "BOXOFFICE_ADVERTISE")]
     pub advertise: Option<String>,
+    /// The cluster's name: prefix of its NATS subjects, KV buckets, event stream and Redis keys
+    /// (cluster mode; `boxoffice` gives the contract's `boxoffice.events.*` and
+    /// `BOXOFFICE_EVENTS`).
+    #[arg(long, env = "BOXOFFICE_CLUSTER_NAME", default_value = "boxoffice", value_parser = parse_cluster_name)]
+    pub cluster_name: String,
     /// MongoDB database name (cluster mode).
     #[arg(long, env = "BOXOFFICE_MONGO_DB", default_value = "boxoffice")]
     pub mongo_db: String,

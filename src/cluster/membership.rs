@@ -78,6 +78,10 @@ impl MemberRecord {
 pub struct LeaseRecord {
     pub owner: String,
     pub incarnation: String,
+    /// The fencing epoch of the holder's tenure (0 in the acquiring write, which does not know
+    /// its own revision yet; renewals carry it).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A lease as read from the bucket.
@@ -86,6 +90,8 @@ pub struct LeaseView {
     pub owner: String,
     pub incarnation: String,
     pub revision: u64,
+    /// The holder's fencing epoch, once a renewal has recorded it.
+    pub epoch: u64,
 }
 
 /// The key of a shard's lease.
@@ -314,6 +320,7 @@ impl ClusterBuckets {
                     owner: record.owner,
                     incarnation: record.incarnation,
                     revision,
+                    epoch: record.epoch,
                 },
             );
         }

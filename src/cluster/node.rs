@@ -165,14 +165,21 @@ impl ClusterNode {
             .unwrap_or_default()
     }
 
-    /// Every lease in the cluster (owner, epoch = revision of the last write).
+    /// Every lease in the cluster with its owner and the fencing epoch of its last write.
     pub async fn leases(&self) -> Result<Vec<(EntityKind, u32, String, u64)>, ClusterError> {
         Ok(self
             .buckets
             .leases()
             .await?
             .into_iter()
-            .map(|((kind, shard), lease)| (kind, shard, lease.owner, lease.revision))
+            .map(|((kind, shard), lease)| {
+                let epoch = if lease.epoch == 0 {
+                    self.buckets.fencing_epoch(lease.revision)
+                } else {
+                    lease.epoch
+                };
+                (kind, shard, lease.owner, epoch)
+            })
             .collect())
     }
 
@@ -315,18 +322,24 @@ impl ClusterNode {
     }
 
     async fn renew_leases(&self) {
-        let due: Vec<((EntityKind, u32), HeldLease)> = {
+        let due: Vec<((EntityKind, u32), HeldLease, u64, bool)> = {
             let served = self
                 .served
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             served
                 .iter()
-                .map(|(key, served)| (*key, served.lease))
+                .map(|(key, served)| (*key, served.lease, served.fence, served.is_fenced))
                 .collect()
         };
-        let record = self.lease_record();
-        for ((kind, shard), lease) in due {
+        for ((kind, shard), lease, fence, is_fenced) in due {
+            if is_fenced {
+                tracing::warn!(kind = %kind, shard, "a newer owner fenced this shard in the store; stopping it");
+                self.stop_serving(kind, shard, "fenced by a newer owner", None)
+                    .await;
+                continue;
+            }
+            let record = self.lease_record(fence);
             match lease.next_action(self.elapsed(), &self.timing) {
                 LeaseAction::Wait => {}
                 LeaseAction::StopServing => {
@@ -359,10 +372,11 @@ impl ClusterNode {
         }
     }
 
-    fn lease_record(&self) -> LeaseRecord {
+    fn lease_record(&self, epoch: u64) -> LeaseRecord {
         LeaseRecord {
             owner: self.settings.node_id.clone(),
             incarnation: self.incarnation.clone(),
+            epoch,
         }
     }
 
@@ -370,7 +384,7 @@ impl ClusterNode {
         let sent_at = self.elapsed();
         let Some(epoch) = self
             .buckets
-            .acquire(kind, shard, &self.lease_record())
+            .acquire(kind, shard, &self.lease_record(0))
             .await?
         else {
             return Ok(());

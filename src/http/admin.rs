@@ -71,26 +71,47 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-async fn cluster(State(state): State<AppState>) -> Response {
+async fn cluster(State(state): State<AppState>) -> Result<Response, ApiError> {
     let node = &state.node;
-    let now = crate::clock::now();
-    let mut shards = Vec::new();
-    for kind in [EntityKind::Ticket, EntityKind::Order] {
-        for shard in 0..state.runtime.config.directory.shards {
-            shards.push(json!({"kind": kind, "shard": shard, "owner": node.id, "epoch": 1}));
+    let Some(cluster) = &state.cluster else {
+        // A single node owns every shard from start to stop.
+        let mut shards = Vec::new();
+        for kind in [EntityKind::Ticket, EntityKind::Order] {
+            for shard in 0..state.runtime.config.directory.shards {
+                shards.push(json!({"kind": kind, "shard": shard, "owner": node.id, "epoch": 1}));
+            }
         }
-    }
-    axum::Json(json!({
-        "nodes": [{
-            "id": node.id,
-            "address": node.address,
-            "roles": node.roles,
-            "startedAt": node.started_at.to_iso8601(),
-            "lastHeartbeat": now.to_iso8601(),
-        }],
-        "shards": shards,
-    }))
-    .into_response()
+        return Ok(axum::Json(json!({
+            "nodes": [{
+                "id": node.id,
+                "address": node.address,
+                "roles": node.roles,
+                "startedAt": node.started_at.to_iso8601(),
+                "lastHeartbeat": crate::clock::now().to_iso8601(),
+            }],
+            "shards": shards,
+        }))
+        .into_response());
+    };
+    let nodes: Vec<Value> = cluster
+        .members()
+        .into_iter()
+        .map(|member| {
+            json!({"id": member.id, "address": member.address, "roles": member.roles,
+                   "startedAt": member.started_at, "lastHeartbeat": member.heartbeat_at})
+        })
+        .collect();
+    let shards: Vec<Value> = cluster
+        .leases()
+        .await
+        .map_err(|error| {
+            tracing::warn!(error = %error, "reading the shard leases failed");
+            ApiError::unavailable(std::time::Duration::from_secs(1))
+        })?
+        .into_iter()
+        .map(|(kind, shard, owner, epoch)| json!({"kind": kind, "shard": shard, "owner": owner, "epoch": epoch}))
+        .collect();
+    Ok(axum::Json(json!({ "nodes": nodes, "shards": shards })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -98,10 +119,15 @@ struct LimitQuery {
     limit: Option<usize>,
 }
 
-async fn shard_moves(Query(query): Query<LimitQuery>) -> Response {
-    // One node owns every shard from start to stop: no shard ever moves.
-    let _ = query.limit;
-    axum::Json(json!({ "moves": [] })).into_response()
+async fn shard_moves(State(state): State<AppState>, Query(query): Query<LimitQuery>) -> Response {
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    // A single node owns every shard from start to stop: nothing ever moves.
+    let moves = state
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.moves(limit))
+        .unwrap_or_default();
+    axum::Json(json!({ "moves": moves })).into_response()
 }
 
 #[derive(Deserialize)]

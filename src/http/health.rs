@@ -27,14 +27,20 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let is_serving = !state.lifecycle.is_draining() && state.lifecycle.is_started();
-    let store_ok = state.store.counts().await.is_ok();
+    let store_ok = state.store.ping().await.is_ok();
     let bus_ok = state.bus.is_connected();
+    // In a cluster: joined, and serving every shard placement gives this node.
+    let cluster_ok = state
+        .cluster
+        .as_ref()
+        .is_none_or(|cluster| cluster.is_ready());
     let checks = json!({
         "serving": is_serving,
         "store": store_ok,
         "bus": bus_ok,
+        "cluster": cluster_ok,
     });
-    let status = if is_serving && store_ok && bus_ok {
+    let status = if is_serving && store_ok && bus_ok && cluster_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -82,6 +82,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     pub node: Arc<NodeInfo>,
     pub lifecycle: Arc<Lifecycle>,
+    /// This node's part in the cluster (cluster mode only).
+    pub cluster: Option<Arc<crate::cluster::node::ClusterNode>>,
 }
 
 /// The whole HTTP surface for the given roles.

@@ -762,6 +762,14 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|transaction| {
+            transaction.open_table(META).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn counts(&self) -> Result<EntityCounts, StoreError> {
         self.read(|transaction| {
             let tickets = transaction.open_table(TICKETS).map_err(unavailable)?;

@@ -251,6 +251,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many tickets and orders are stored (for metrics and the admin page).
     async fn counts(&self) -> Result<EntityCounts, StoreError>;
+
+    /// Answers quickly when the store can serve (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Stored entity counts.

@@ -780,6 +780,15 @@ impl Store for MongoStore {
         .await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn counts(&self) -> Result<EntityCounts, StoreError> {
         let tickets = self
             .collections

@@ -106,10 +106,12 @@ async fn leases_are_taken_by_create_renewed_by_revision_and_their_epochs_only_gr
     let holder = LeaseRecord {
         owner: "node-a".into(),
         incarnation: "1".into(),
+        epoch: 0,
     };
     let other = LeaseRecord {
         owner: "node-b".into(),
         incarnation: "1".into(),
+        epoch: 0,
     };
     let epoch = buckets
         .acquire(EntityKind::Ticket, 7, &holder)

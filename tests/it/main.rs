@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod browser;
 mod cluster_membership;
+mod cluster_mode;
 mod cluster_routing;
 mod concurrency;
 mod durability;

@@ -153,21 +153,69 @@ fn a_bad_flag_is_one_clear_line_and_exit_code_2() {
 }
 
 #[test]
-fn cluster_flags_are_refused_clearly_until_cluster_mode_exists() {
+fn cluster_mode_needs_all_three_servers_and_shared_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let output = boxoffice(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--nats",
-        "nats://127.0.0.1:4222",
-    ]);
+    let data_dir = dir.path().to_str().unwrap();
+    let base = ["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir];
+    let only_nats: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--nats", "nats://127.0.0.1:4222"])
+        .collect();
+    let output = boxoffice(&only_nats);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cluster mode"), "{stderr}");
+    assert!(
+        stderr.contains("--nats, --mongo and --redis together"),
+        "{stderr}"
+    );
+
+    // All three given, but no JWT_KEY (the helper removes it): refused before connecting.
+    let all: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain([
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--mongo",
+            "mongodb://127.0.0.1:1/",
+            "--redis",
+            "redis://127.0.0.1:1/",
+            "--admin-token",
+            "token",
+        ])
+        .collect();
+    let output = boxoffice(&all);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_KEY"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_server_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--mongo",
+            "mongodb://127.0.0.1:1/?retryWrites=false&serverSelectionTimeoutMS=1000",
+            "--redis",
+            "redis://127.0.0.1:1/",
+            "--admin-token",
+            "token",
+        ])
+        .env("JWT_KEY", "key")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
 }
 
 #[test]
