@@ -64,24 +64,13 @@ impl BackgroundTasks {
 
 /// Arms every deadline the store holds; returns the reserved tickets.
 async fn rebuild_timers(runtime: &Runtime) -> Result<Vec<ObjectId>, crate::store::StoreError> {
-    let deadlines = runtime.store.deadlines().await?;
-    let count = deadlines.len();
-    let reserved = deadlines
+    let deadlines = runtime.rearm_deadlines(|_, _| true).await?;
+    tracing::info!(timers = deadlines.len(), "timers rebuilt from the store");
+    Ok(deadlines
         .iter()
         .filter(|deadline| deadline.kind == DeadlineKind::TicketReservation)
         .map(|deadline| deadline.entity)
-        .collect();
-    for deadline in deadlines {
-        let due = match deadline.kind {
-            DeadlineKind::OrderExpiry => deadline.due,
-            DeadlineKind::TicketReservation => deadline.due.plus(runtime.config.hold_grace),
-        };
-        runtime
-            .sync_timer(deadline.kind, deadline.entity, Some(due))
-            .await;
-    }
-    tracing::info!(timers = count, "timers rebuilt from the store");
-    Ok(reserved)
+        .collect())
 }
 
 /// A reservation whose order was never saved (the process died between reserving the ticket and

@@ -62,6 +62,10 @@ pub enum ActorError {
     Crashed,
     #[error("shutting down")]
     ShuttingDown,
+    /// A routed request reached a node that no longer serves the entity's shard: the sender
+    /// retries, the shard's new owner answers.
+    #[error("the shard is not served here")]
+    NotServedHere,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -86,9 +90,11 @@ impl ActorError {
             | ActorError::Unavailable { retry_after } => ErrorKind::Unavailable {
                 retry_after: *retry_after,
             },
-            ActorError::Timeout | ActorError::ShuttingDown => ErrorKind::Unavailable {
-                retry_after: Duration::from_secs(1),
-            },
+            ActorError::Timeout | ActorError::ShuttingDown | ActorError::NotServedHere => {
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                }
+            }
             ActorError::Crashed | ActorError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -108,7 +114,8 @@ impl ActorError {
             | ActorError::Quarantined { .. }
             | ActorError::Unavailable { .. }
             | ActorError::Timeout
-            | ActorError::ShuttingDown => "Service unavailable".into(),
+            | ActorError::ShuttingDown
+            | ActorError::NotServedHere => "Service unavailable".into(),
             ActorError::Crashed | ActorError::Internal(_) => "Something went wrong".into(),
         }
     }
@@ -478,6 +485,35 @@ impl Runtime {
             self.outbox_written.notify_one();
         }
         Ok(receipt)
+    }
+
+    /// Arms the timers of every stored deadline whose entity lives on a shard `wanted` selects
+    /// (all at start; a shard's at take-over, in case its former owner died between persisting
+    /// a deadline and arming its timer). Returns the deadlines armed.
+    pub async fn rearm_deadlines(
+        &self,
+        wanted: impl Fn(EntityKind, usize) -> bool,
+    ) -> Result<Vec<crate::store::Deadline>, StoreError> {
+        let mut armed = Vec::new();
+        for deadline in self.store.deadlines().await? {
+            let (kind, due) = match deadline.kind {
+                DeadlineKind::OrderExpiry => (EntityKind::Order, deadline.due),
+                DeadlineKind::TicketReservation => (
+                    EntityKind::Ticket,
+                    deadline.due.plus(self.config.hold_grace),
+                ),
+            };
+            let shard = match kind {
+                EntityKind::Ticket => self.tickets.shard_of(deadline.entity),
+                EntityKind::Order => self.orders.shard_of(deadline.entity),
+            };
+            if wanted(kind, shard) {
+                self.sync_timer(deadline.kind, deadline.entity, Some(due))
+                    .await;
+                armed.push(deadline);
+            }
+        }
+        Ok(armed)
     }
 
     /// Arms or disarms an entity's timer to match its persisted deadline.

@@ -170,7 +170,12 @@ impl OrderState {
         ticket_id: TicketId,
         context: &RequestContext,
     ) -> Result<Order, Staleable> {
-        if self.held.get().is_some() {
+        if let Some(existing) = self.held.get() {
+            // Ids are new for each request: an existing order is this request's own earlier
+            // attempt (asked again after a timeout), so answer it again.
+            if existing.user_id == user && existing.ticket.id == ticket_id {
+                return Ok(existing.clone());
+            }
             return Err(ActorError::Internal(format!("order {} already exists", self.id)).into());
         }
         let now = crate::clock::now();

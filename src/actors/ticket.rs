@@ -173,7 +173,12 @@ impl TicketState {
         owner: UserId,
         context: &RequestContext,
     ) -> Result<Ticket, Staleable> {
-        if self.held.get().is_some() {
+        if let Some(existing) = self.held.get() {
+            // Ids are new for each request, so an existing ticket is this request's own earlier
+            // attempt (a routed request asked again after a timeout): answer it again.
+            if existing.owner == owner && existing.title == title && existing.price == price {
+                return Ok(existing.clone());
+            }
             return Err(ActorError::Internal(format!("ticket {} already exists", self.id)).into());
         }
         let change = Ticket::create(self.id, title, price, owner);

@@ -88,6 +88,8 @@ pub struct ClusterNode {
     moves: Mutex<VecDeque<ShardMove>>,
     members: RwLock<BTreeMap<String, MemberRecord>>,
     is_ready: AtomicBool,
+    /// Another live process has this node's id: it serves nothing and reports unhealthy.
+    identity_conflict: AtomicBool,
     member_record: Mutex<MemberRecord>,
 }
 
@@ -133,9 +135,15 @@ impl ClusterNode {
             moves: Mutex::new(VecDeque::new()),
             members: RwLock::new(BTreeMap::new()),
             is_ready: AtomicBool::new(false),
+            identity_conflict: AtomicBool::new(false),
             member_record: Mutex::new(record),
         });
         Ok((node, revision))
+    }
+
+    /// False when another live process has this node's id (the node stopped itself).
+    pub fn is_healthy(&self) -> bool {
+        !self.identity_conflict.load(Ordering::Acquire)
     }
 
     /// True once the node has joined and serves every shard placement gives it.
@@ -231,6 +239,9 @@ impl ClusterNode {
             .clamp(Duration::from_millis(50), Duration::from_millis(500));
         let mut next_heartbeat = Duration::ZERO;
         loop {
+            // Deadlines first: after a pause (SIGSTOP, a stalled runtime) the node must stop
+            // serving what it may no longer own before it does anything else.
+            self.renew_leases().await;
             if self.elapsed() >= next_heartbeat {
                 let sent_at = self.elapsed();
                 let record = {
@@ -247,10 +258,26 @@ impl ClusterNode {
                         next_heartbeat = sent_at + self.settings.lease_ttl / 3;
                     }
                     Err(ClusterError::IdentityTaken(id)) => {
-                        tracing::error!(node = %id, "another process took this node's identity; stopping every shard");
-                        self.stop_all("identity lost").await;
+                        // The membership expired (the node was silent past its TTL) or another
+                        // process took the id. Either way the leases cannot be trusted.
+                        tracing::warn!(node = %id, "membership lost; stopping every shard and joining again");
+                        self.stop_all("membership lost").await;
                         self.is_ready.store(false, Ordering::Release);
-                        return;
+                        match self.buckets.join(&record).await {
+                            Ok(revision) => {
+                                member_revision = revision;
+                                next_heartbeat = self.elapsed() + self.settings.lease_ttl / 3;
+                                tracing::info!(node = %id, "joined the cluster again");
+                            }
+                            Err(ClusterError::IdentityTaken(id)) => {
+                                tracing::error!(node = %id, "another live process has this node's id; leaving the cluster for good");
+                                self.identity_conflict.store(true, Ordering::Release);
+                                return;
+                            }
+                            Err(error) => {
+                                tracing::warn!(error = %error, "joining again failed; retrying")
+                            }
+                        }
                     }
                     Err(error) => tracing::warn!(error = %error, "heartbeat failed"),
                 }
@@ -286,6 +313,10 @@ impl ClusterNode {
         let mut is_ready = members.len() >= self.settings.min_members;
         let mut acquired = 0;
         let mut handed_over = 0;
+        // Moving shards must not delay renewals past their deadlines: a round stops moving
+        // shards after a sixth of the TTL and the next round continues.
+        let stop_moving_at = Instant::now() + self.settings.lease_ttl / 6;
+        let mut taken = std::collections::HashSet::new();
         for kind in self.kinds() {
             let candidates: Vec<Candidate> = members
                 .values()
@@ -304,11 +335,18 @@ impl ClusterNode {
                     if is_free
                         && members.len() >= self.settings.min_members
                         && acquired < ACQUIRES_PER_ROUND
+                        && Instant::now() < stop_moving_at
                     {
                         acquired += 1;
-                        self.acquire(kind, shard).await?;
+                        if self.acquire(kind, shard).await? {
+                            taken.insert((kind, shard));
+                        }
                     }
-                } else if !is_mine && is_served && handed_over < HANDOVERS_PER_ROUND {
+                } else if !is_mine
+                    && is_served
+                    && handed_over < HANDOVERS_PER_ROUND
+                    && Instant::now() < stop_moving_at
+                {
                     // Hand over only to a live member (no ping-pong with a node that is gone).
                     if let Some(desired) = desired.filter(|owner| members.contains_key(owner)) {
                         handed_over += 1;
@@ -316,6 +354,22 @@ impl ClusterNode {
                     }
                 }
             }
+        }
+        if !taken.is_empty() {
+            // A former owner that died between persisting a deadline and arming its timer left
+            // it unarmed: re-arm the deadlines of the shards just taken.
+            let rearmed = self
+                .runtime
+                .rearm_deadlines(|kind, shard| {
+                    u32::try_from(shard).is_ok_and(|shard| taken.contains(&(kind, shard)))
+                })
+                .await
+                .map_err(|error| ClusterError::Unavailable(format!("re-arming timers: {error}")))?;
+            tracing::debug!(
+                shards = taken.len(),
+                timers = rearmed.len(),
+                "re-armed the timers of taken shards"
+            );
         }
         self.is_ready.store(is_ready, Ordering::Release);
         Ok(())
@@ -380,14 +434,16 @@ impl ClusterNode {
         }
     }
 
-    async fn acquire(&self, kind: EntityKind, shard: u32) -> Result<(), ClusterError> {
+    /// Takes a free shard: acquires its lease, raises its fence, serves its subject. `true` when
+    /// this node serves it now.
+    async fn acquire(&self, kind: EntityKind, shard: u32) -> Result<bool, ClusterError> {
         let sent_at = self.elapsed();
         let Some(epoch) = self
             .buckets
             .acquire(kind, shard, &self.lease_record(0))
             .await?
         else {
-            return Ok(());
+            return Ok(false);
         };
         let lease = HeldLease::acquired(epoch, sent_at);
         // Raise the store's fence before serving: from now on a write by any earlier owner of
@@ -403,7 +459,7 @@ impl ClusterNode {
             Ok(stored) => {
                 tracing::error!(kind = %kind, shard, fence, stored, "the store's fence is ahead of this lease; not serving");
                 let _ = self.buckets.release(kind, shard, epoch).await;
-                return Ok(());
+                return Ok(false);
             }
             Err(error) => {
                 let _ = self.buckets.release(kind, shard, epoch).await;
@@ -490,7 +546,7 @@ impl ClusterNode {
             drained: 0,
             refused: 0,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Stops serving a shard: no more requests are taken here, its actors drain, and the move
@@ -611,6 +667,11 @@ impl ShardRouter for ClusterNode {
         let payload = bytes::Bytes::from(request.encode());
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(25);
+        // A node that froze while subscribed (a paused process) keeps its queue subscription
+        // until its lease deadline has passed and it resumes; a request it swallowed is asked
+        // again after a fraction of the deadline. Requests are idempotent (rule 4), so a repeat
+        // is harmless.
+        let attempt_timeout = (timeout / 5).max(Duration::from_secs(1));
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -620,29 +681,33 @@ impl ShardRouter for ClusterNode {
             }
             let ask = async_nats::Request::new()
                 .payload(payload.clone())
-                .timeout(Some(remaining));
-            match self.client.send_request(subject.clone(), ask).await {
+                .timeout(Some(remaining.min(attempt_timeout)));
+            let retry = match self.client.send_request(subject.clone(), ask).await {
                 Ok(message) => {
                     let reply = Envelope::<Result<Answer, ActorError>>::decode(&message.payload)
                         .map_err(|error| {
                             ActorError::Internal(format!("unreadable reply: {error}"))
                         })?;
-                    return reply.body;
+                    match reply.body {
+                        // It reached a former owner: the new one answers the next try.
+                        Err(ActorError::NotServedHere) => true,
+                        answer => return answer,
+                    }
                 }
-                // Nobody serves the shard right now: it is between owners. Retry.
-                Err(error) if error.kind() == RequestErrorKind::NoResponders => {
-                    tokio::time::sleep(backoff.min(remaining)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Err(error) if error.kind() == RequestErrorKind::TimedOut => {
-                    return Err(ActorError::Timeout);
-                }
+                // Nobody serves the shard right now: it is between owners.
+                Err(error) if error.kind() == RequestErrorKind::NoResponders => true,
+                Err(error) if error.kind() == RequestErrorKind::TimedOut => true,
                 Err(error) => {
                     tracing::warn!(error = %error, "routing a request failed");
                     return Err(ActorError::Unavailable {
                         retry_after: Duration::from_secs(1),
                     });
                 }
+            };
+            if retry {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(backoff.min(remaining)).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
     }

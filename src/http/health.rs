@@ -21,7 +21,19 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-async fn healthz() -> Response {
+async fn healthz(State(state): State<AppState>) -> Response {
+    // A cluster node whose id another live process took has stopped itself: restart it.
+    if state
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.is_healthy())
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "node id taken by another process"})),
+        )
+            .into_response();
+    }
     axum::Json(json!({"status": "ok"})).into_response()
 }
 

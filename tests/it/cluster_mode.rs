@@ -32,7 +32,7 @@ pub fn cluster_args(name: &str, node_id: &str, extra: &[&str]) -> Vec<String> {
         "--shards",
         "32",
         "--lease-ttl",
-        "2s",
+        "3s",
     ]
     .iter()
     .map(|arg| arg.to_string())

@@ -98,6 +98,22 @@ impl TestApp {
         }
     }
 
+    /// Sends SIGSTOP: the process freezes (a stalled node), its sockets stay open.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Sends SIGCONT to a paused process.
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("running server");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .expect("signal");
+    }
+
     /// Sends SIGTERM and returns the exit status once the process has stopped by itself.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running server");

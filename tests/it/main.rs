@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod browser;
+mod cluster_faults;
 mod cluster_membership;
 mod cluster_mode;
 mod cluster_routing;
