@@ -4,7 +4,8 @@
 //! Layers, top to bottom: `http` (axum routers) -> `actors` (ticket and order actors, the
 //! directory, supervision) -> `domain` (pure state machines). The ports `store`, `bus`, `timers`
 //! and `payments` are traits with their adapters beside them; `app` wires them in dependency
-//! order and `config` is the command line.
+//! order and `config` is the command line. `loadtest` is the load-test harness, a client of the
+//! HTTP API only.
 
 pub mod actors;
 pub mod app;
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod loadtest;
 pub mod metrics;
 pub mod payments;
 pub mod store;

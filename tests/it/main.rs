@@ -9,6 +9,7 @@ mod events;
 mod expiry;
 mod fake_stripe;
 mod harness;
+mod loadtest;
 mod operations;
 mod orders;
 mod payments;

@@ -1,0 +1,405 @@
+//! `boxoffice loadtest`: the load-test harness. It points at a server (`--target`) or starts one
+//! (`--spawn embedded`), seeds users and tickets, drives a scenario open-loop at a fixed rate or
+//! a sweep of rates, reads back what the server kept, checks the recorded history against it,
+//! and reports.
+//!
+//! Modules, one concern each: `scenario` (what each arrival does, seeding), `schedule` (open
+//! loop pacing), `client` (HTTP, 503 back-off), `history` (the record), `observe` (reading the
+//! final state and the event log), `checker` (pure safety checks), `report` (text, JSON, HTML),
+//! `spawn` (the server under test). This module only sequences them and maps the outcome to the
+//! exit code: 0 clean, 1 a violation or a run that could not complete, 2 usage or setup.
+
+pub mod checker;
+pub mod client;
+pub mod history;
+pub mod observe;
+pub mod report;
+pub mod scenario;
+pub mod schedule;
+pub mod spawn;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{LoadtestArgs, ScenarioName};
+use history::Recorder;
+use report::{ExpiryReport, Ratio, Report, Settings, StepReport};
+use schedule::Schedule;
+use spawn::{Deployment, UsageError};
+
+/// Exit code: the run completed and the checker found nothing.
+pub const EXIT_CLEAN: u8 = 0;
+/// Exit code: the checker found a violation, or the run could not complete.
+pub const EXIT_VIOLATION: u8 = 1;
+/// Exit code: a usage or setup error; no load was generated.
+pub const EXIT_USAGE: u8 = 2;
+
+/// The default order time to live of a spawned server in an expiry storm.
+const EXPIRY_STORM_TTL: Duration = Duration::from_secs(2);
+/// The default order time to live of a spawned server otherwise (the contract's default).
+const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long an expiry storm may take to settle after its last deadline.
+const EXPIRY_WAIT: Duration = Duration::from_secs(120);
+/// A sweep stops after a step that achieved less than this share of its target rate.
+const SATURATED_BELOW: f64 = 0.9;
+/// Pause between sweep steps, so one step's tail does not overlap the next.
+const STEP_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs the load test and returns the process exit code.
+pub async fn run(args: LoadtestArgs) -> u8 {
+    match run_checked(args).await {
+        Ok(report) => {
+            if report.checker.violations.is_empty() {
+                EXIT_CLEAN
+            } else {
+                EXIT_VIOLATION
+            }
+        }
+        Err(failure) => {
+            eprintln!("boxoffice loadtest: {:#}", failure.error);
+            failure.exit_code
+        }
+    }
+}
+
+/// Why a run ended without a report.
+struct Failure {
+    error: anyhow::Error,
+    exit_code: u8,
+}
+
+fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        error: error.into(),
+        exit_code: EXIT_USAGE,
+    }
+}
+
+fn incomplete(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        error: error.into(),
+        exit_code: EXIT_VIOLATION,
+    }
+}
+
+/// Flag combinations that cannot work, found before anything starts.
+fn validate(args: &LoadtestArgs) -> Result<(), UsageError> {
+    spawn::check_supported(args.spawn, args.nemesis)?;
+    if args.scenario == ScenarioName::Baseline && args.target.is_none() {
+        return Err(UsageError(
+            "the baseline scenario measures a minimal endpoint: run it with --target (e.g. `cargo run --release --example hello_axum`)".into(),
+        ));
+    }
+    if args.scenario == ScenarioName::ExpiryStorm && args.sweep {
+        return Err(UsageError(
+            "--sweep does not apply to expiry-storm; give --rate".into(),
+        ));
+    }
+    if args.order_ttl.is_some() && args.target.is_some() {
+        return Err(UsageError(
+            "--order-ttl applies to a spawned server; a --target keeps its own".into(),
+        ));
+    }
+    if args.scenario == ScenarioName::ExpiryStorm
+        && args.target.is_some()
+        && args.admin_token.is_none()
+    {
+        return Err(UsageError(
+            "expiry-storm reads the event log: give --admin-token (or BOXOFFICE_ADMIN_TOKEN) with --target".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The rates to run: one, or a doubling sweep.
+fn rates(args: &LoadtestArgs) -> Vec<f64> {
+    if args.sweep {
+        (0..args.sweep_steps)
+            .map(|step| args.start_rate * f64::from(1u32 << step.min(20)))
+            .collect()
+    } else {
+        vec![args.rate.unwrap_or(args.start_rate)]
+    }
+}
+
+/// How many tickets to seed: the flag, or what the scenario needs.
+fn ticket_count(args: &LoadtestArgs, rates: &[f64]) -> usize {
+    if let Some(tickets) = args.tickets {
+        return tickets;
+    }
+    let arrivals: u64 = rates
+        .iter()
+        .map(|rate| {
+            Schedule {
+                rate: *rate,
+                duration: args.duration,
+            }
+            .len()
+        })
+        .sum();
+    let arrivals = usize::try_from(arrivals).unwrap_or(usize::MAX);
+    match args.scenario {
+        ScenarioName::FlashSale => 10,
+        // About a fifth of steady arrivals are orders; keep tickets to spare.
+        ScenarioName::Steady => (arrivals / 4).clamp(100, 50_000),
+        // One ticket per order, so every order is acknowledged and then expires.
+        ScenarioName::ExpiryStorm => arrivals,
+        ScenarioName::Browse => 1000,
+        ScenarioName::Baseline => 0,
+    }
+}
+
+fn progress_bar(length: u64, label: String) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_prefix(label);
+    bar
+}
+
+fn note(message: &str) {
+    eprintln!("boxoffice loadtest: {message}");
+}
+
+async fn run_checked(args: LoadtestArgs) -> Result<Report, Failure> {
+    validate(&args).map_err(usage)?;
+    let baseline = match &args.baseline {
+        Some(path) => Some(read_baseline(path).map_err(usage)?),
+        None => None,
+    };
+    let order_ttl = args
+        .order_ttl
+        .unwrap_or(if args.scenario == ScenarioName::ExpiryStorm {
+            EXPIRY_STORM_TTL
+        } else {
+            DEFAULT_TTL
+        });
+    let mut deployment = match (&args.target, args.spawn) {
+        (Some(url), _) => {
+            spawn::target(url, args.admin_token.clone(), args.allow_remote).map_err(usage)?
+        }
+        (None, Some(mode)) => {
+            note(&format!("starting the server under test ({mode})"));
+            spawn::spawn(mode, order_ttl).await.map_err(usage)?
+        }
+        (None, None) => {
+            return Err(usage(UsageError(
+                "give --target URL or --spawn embedded".into(),
+            )));
+        }
+    };
+    let outcome = drive(&args, &mut deployment, order_ttl).await;
+    deployment.stop().await;
+    let mut report = outcome?;
+    report.baseline = baseline.map(|baseline_rate| Ratio {
+        baseline_rate,
+        rate: report.max_achieved_rate,
+        ratio: report.max_achieved_rate / baseline_rate,
+    });
+    print!("{}", report.text());
+    report.write_files(&args.report_dir).map_err(incomplete)?;
+    note(&format!(
+        "report written to {} (report.json, report.html)",
+        args.report_dir.display()
+    ));
+    Ok(report)
+}
+
+/// A baseline report's highest achieved rate.
+fn read_baseline(path: &std::path::Path) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --baseline {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--baseline {} is not JSON", path.display()))?;
+    value["maxAchievedRate"]
+        .as_f64()
+        .filter(|rate| *rate > 0.0)
+        .with_context(|| {
+            format!(
+                "--baseline {} has no maxAchievedRate above zero",
+                path.display()
+            )
+        })
+}
+
+/// Everything between having a server and stopping it.
+async fn drive(
+    args: &LoadtestArgs,
+    deployment: &mut Deployment,
+    order_ttl: Duration,
+) -> Result<Report, Failure> {
+    let client = client::Client::new(&deployment.base_url, args.max_in_flight).map_err(usage)?;
+    let probe = if args.scenario == ScenarioName::Baseline {
+        "/"
+    } else {
+        "/healthz"
+    };
+    match client.get(probe).await {
+        Ok(reply) if reply.status.is_success() => {}
+        Ok(reply) => {
+            return Err(usage(anyhow::anyhow!(
+                "{}{probe} answered {}",
+                client.base(),
+                reply.status
+            )));
+        }
+        Err(error) => return Err(usage(anyhow::anyhow!("{}{probe}: {error}", client.base()))),
+    }
+    let rates = rates(args);
+    let ticket_count = ticket_count(args, &rates);
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let (users, tickets) = if args.scenario == ScenarioName::Baseline {
+        (Vec::new(), Vec::new())
+    } else {
+        note(&format!(
+            "signing up {} users and putting {ticket_count} tickets on sale",
+            args.users
+        ));
+        let users = scenario::seed_users(&client, args.users, &run_id)
+            .await
+            .map_err(usage)?;
+        let tickets = scenario::seed_tickets(&client, &users[0], ticket_count)
+            .await
+            .map_err(usage)?;
+        (users, tickets)
+    };
+
+    let started_at = crate::clock::now();
+    let recorder = Arc::new(Recorder::new(std::time::Instant::now()));
+    let world = Arc::new(scenario::World::new(
+        args.scenario,
+        client.clone(),
+        recorder.clone(),
+        users,
+        tickets,
+        args.pay_ratio,
+    ));
+    let mut steps = Vec::new();
+    for (step, rate) in rates.iter().copied().enumerate() {
+        let schedule = Schedule {
+            rate,
+            duration: args.duration,
+        };
+        let bar = progress_bar(
+            schedule.len(),
+            format!("{} {rate:.0}/s", args.scenario.as_str()),
+        );
+        let start = tokio::time::Instant::now();
+        let pacing = schedule::run_open_loop(
+            schedule,
+            start,
+            args.max_in_flight,
+            |index| bar.set_position(index + 1),
+            |index, intended| world.clone().arrive(index, intended.into_std(), step),
+        )
+        .await;
+        bar.finish_and_clear();
+        let operations = recorder.snapshot();
+        let of_step: Vec<&history::Operation> =
+            operations.iter().filter(|op| op.step == step).collect();
+        let step_start = recorder.micros(start.into_std());
+        let last = of_step
+            .iter()
+            .map(|op| op.completed_micros)
+            .max()
+            .unwrap_or(step_start);
+        let elapsed =
+            (last.saturating_sub(step_start) as f64 / 1e6).max(args.duration.as_secs_f64());
+        let report = StepReport::compute(rate, pacing, elapsed, &of_step);
+        note(&format!(
+            "step {}: target {rate:.0}/s, achieved {:.1}/s, p99 {:.2} ms, dropped {}",
+            step + 1,
+            report.achieved_rate,
+            report.latency_ms.p99,
+            pacing.dropped
+        ));
+        let saturated = report.achieved_rate < rate * SATURATED_BELOW || pacing.dropped > 0;
+        steps.push(report);
+        deployment.check_alive().map_err(incomplete)?;
+        if args.sweep && saturated {
+            break;
+        }
+        if args.sweep && step + 1 < rates.len() {
+            tokio::time::sleep(STEP_PAUSE).await;
+        }
+    }
+
+    let history = recorder.snapshot();
+    let expiry = if args.scenario == ScenarioName::ExpiryStorm {
+        let token = deployment
+            .admin_token
+            .clone()
+            .context("expiry-storm needs the admin token")
+            .map_err(usage)?;
+        let orders: Vec<String> = observe::acknowledged_orders(&history)
+            .into_iter()
+            .map(|(order, _)| order)
+            .collect();
+        note(&format!("waiting for {} orders to expire", orders.len()));
+        let settlement = observe::wait_for_expiries(&client, &token, &orders, EXPIRY_WAIT)
+            .await
+            .map_err(incomplete)?;
+        Some(ExpiryReport::new(settlement))
+    } else {
+        None
+    };
+    deployment.check_alive().map_err(incomplete)?;
+
+    let verdict = if args.scenario == ScenarioName::Baseline {
+        checker::Verdict::default()
+    } else {
+        note("reading back orders, tickets and the event log for the history checker");
+        let state = observe::final_state(
+            &client,
+            &history,
+            &world.users,
+            &world.tickets,
+            deployment.admin_token.as_deref(),
+        )
+        .await
+        .map_err(incomplete)?;
+        checker::check(&history, &state)
+    };
+    let max_achieved_rate = steps
+        .iter()
+        .map(|step| step.achieved_rate)
+        .fold(0.0, f64::max);
+    Ok(Report {
+        scenario: args.scenario.as_str().to_string(),
+        started_at: started_at.to_iso8601(),
+        settings: Settings {
+            target: deployment.base_url.clone(),
+            mode: deployment.mode.clone(),
+            sweep: args.sweep,
+            users: if args.scenario == ScenarioName::Baseline {
+                0
+            } else {
+                args.users
+            },
+            tickets: world.tickets.len(),
+            max_in_flight: args.max_in_flight,
+            pay_ratio: args.pay_ratio,
+            order_ttl: args
+                .spawn
+                .map(|_| humantime::format_duration(order_ttl).to_string()),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        steps,
+        max_achieved_rate,
+        expiry,
+        timeline: report::timeline(&history),
+        checker: verdict,
+        baseline: None,
+    })
+}
