@@ -330,9 +330,17 @@ pub struct LoadtestArgs {
     /// Arrivals per second (open loop: each request has a fixed intended start time).
     #[arg(long, env = "BOXOFFICE_RATE", value_parser = parse_rate, conflicts_with = "sweep")]
     pub rate: Option<f64>,
-    /// Step the rate up (doubling from --start-rate) for --duration each until it saturates.
+    /// Step the rate up (from --start-rate, times --sweep-factor) for --duration each until it
+    /// saturates.
     #[arg(long, env = "BOXOFFICE_SWEEP")]
     pub sweep: bool,
+    /// How much each --sweep step multiplies the rate by.
+    #[arg(long, env = "BOXOFFICE_SWEEP_FACTOR", default_value = "2", value_parser = parse_sweep_factor)]
+    pub sweep_factor: f64,
+    /// Load at the first rate before the measured steps, so actors are activated and
+    /// connections open; its operations are checked but not in the step numbers.
+    #[arg(long, env = "BOXOFFICE_WARMUP", value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
     /// First rate of a --sweep.
     #[arg(long, env = "BOXOFFICE_START_RATE", default_value = "100", value_parser = parse_rate)]
     pub start_rate: f64,
@@ -378,6 +386,13 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if value.is_finite() && value > 0.0 && value <= 1_000_000.0 => Ok(value),
         _ => Err("must be a number of requests per second above 0 and at most 1000000".into()),
+    }
+}
+
+fn parse_sweep_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (1.05..=10.0).contains(&value) => Ok(value),
+        _ => Err("must be a number from 1.05 to 10".into()),
     }
 }
 

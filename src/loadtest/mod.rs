@@ -44,8 +44,12 @@ const EXPIRY_STORM_TTL: Duration = Duration::from_secs(2);
 const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long an expiry storm may take to settle after its last deadline.
 const EXPIRY_WAIT: Duration = Duration::from_secs(120);
-/// A sweep stops after a step that achieved less than this share of its target rate.
+/// A sweep stops after a step that achieved less than this share of its target rate...
 const SATURATED_BELOW: f64 = 0.9;
+/// ... or dropped more than this share of its arrivals (one hiccup should not end a sweep).
+const DROPPED_ABOVE: f64 = 0.01;
+/// The `step` of warm-up operations: in the history, in no step's numbers.
+pub const WARMUP_STEP: usize = usize::MAX;
 /// Pause between sweep steps, so one step's tail does not overlap the next.
 const STEP_PAUSE: Duration = Duration::from_secs(1);
 
@@ -94,9 +98,9 @@ fn validate(args: &LoadtestArgs) -> Result<(), UsageError> {
             "the baseline scenario measures a minimal endpoint: run it with --target (e.g. `cargo run --release --example hello_axum`)".into(),
         ));
     }
-    if args.scenario == ScenarioName::ExpiryStorm && args.sweep {
+    if args.scenario == ScenarioName::ExpiryStorm && (args.sweep || args.warmup.is_some()) {
         return Err(UsageError(
-            "--sweep does not apply to expiry-storm; give --rate".into(),
+            "--sweep and --warmup do not apply to expiry-storm (each order takes its own ticket); give --rate".into(),
         ));
     }
     if args.order_ttl.is_some() && args.target.is_some() {
@@ -118,8 +122,13 @@ fn validate(args: &LoadtestArgs) -> Result<(), UsageError> {
 /// The rates to run: one, or a doubling sweep.
 fn rates(args: &LoadtestArgs) -> Vec<f64> {
     if args.sweep {
+        let mut rate = args.start_rate;
         (0..args.sweep_steps)
-            .map(|step| args.start_rate * f64::from(1u32 << step.min(20)))
+            .map(|_| {
+                let this = rate.round().max(1.0);
+                rate *= args.sweep_factor;
+                this
+            })
             .collect()
     } else {
         vec![args.rate.unwrap_or(args.start_rate)]
@@ -284,6 +293,30 @@ async fn drive(
         tickets,
         args.pay_ratio,
     ));
+    if let Some(warmup) = args.warmup {
+        let schedule = Schedule {
+            rate: rates[0],
+            duration: warmup,
+        };
+        let bar = progress_bar(schedule.len(), format!("warm-up {:.0}/s", rates[0]));
+        let pacing = schedule::run_open_loop(
+            schedule,
+            tokio::time::Instant::now(),
+            args.max_in_flight,
+            |index| bar.set_position(index + 1),
+            |index, intended| {
+                world
+                    .clone()
+                    .arrive(index, intended.into_std(), WARMUP_STEP)
+            },
+        )
+        .await;
+        bar.finish_and_clear();
+        note(&format!(
+            "warm-up: {} arrivals sent, {} dropped",
+            pacing.sent, pacing.dropped
+        ));
+    }
     let mut steps = Vec::new();
     for (step, rate) in rates.iter().copied().enumerate() {
         let schedule = Schedule {
@@ -323,7 +356,8 @@ async fn drive(
             report.latency_ms.p99,
             pacing.dropped
         ));
-        let saturated = report.achieved_rate < rate * SATURATED_BELOW || pacing.dropped > 0;
+        let saturated = report.achieved_rate < rate * SATURATED_BELOW
+            || pacing.dropped as f64 > pacing.scheduled as f64 * DROPPED_ABOVE;
         steps.push(report);
         deployment.check_alive().map_err(incomplete)?;
         if args.sweep && saturated {
@@ -402,4 +436,82 @@ async fn drive(
         checker: verdict,
         baseline: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn args(extra: &[&str]) -> LoadtestArgs {
+        let mut full = vec!["boxoffice", "loadtest", "--spawn", "embedded"];
+        full.extend_from_slice(extra);
+        match Cli::try_parse_from(full).expect("valid flags").command {
+            Command::Loadtest(args) => *args,
+            _ => unreachable!("loadtest was asked"),
+        }
+    }
+
+    #[test]
+    fn a_sweep_multiplies_the_rate_each_step() {
+        let sweep = args(&[
+            "--scenario",
+            "browse",
+            "--sweep",
+            "--start-rate",
+            "1000",
+            "--sweep-factor",
+            "1.5",
+            "--sweep-steps",
+            "4",
+        ]);
+        assert_eq!(rates(&sweep), vec![1000.0, 1500.0, 2250.0, 3375.0]);
+        let fixed = args(&["--scenario", "browse", "--rate", "70"]);
+        assert_eq!(rates(&fixed), vec![70.0]);
+    }
+
+    #[test]
+    fn tickets_default_to_what_the_scenario_needs() {
+        let storm = args(&[
+            "--scenario",
+            "expiry-storm",
+            "--rate",
+            "50",
+            "--duration",
+            "2s",
+        ]);
+        assert_eq!(
+            ticket_count(&storm, &rates(&storm)),
+            100,
+            "one ticket per order"
+        );
+        let sale = args(&["--scenario", "flash-sale", "--rate", "50"]);
+        assert_eq!(
+            ticket_count(&sale, &rates(&sale)),
+            10,
+            "few tickets, many buyers"
+        );
+        let chosen = args(&["--scenario", "flash-sale", "--tickets", "3"]);
+        assert_eq!(ticket_count(&chosen, &rates(&chosen)), 3);
+    }
+
+    #[test]
+    fn combinations_that_cannot_work_are_usage_errors() {
+        assert!(validate(&args(&["--scenario", "expiry-storm", "--sweep"])).is_err());
+        assert!(validate(&args(&["--scenario", "expiry-storm", "--warmup", "1s"])).is_err());
+        assert!(validate(&args(&["--scenario", "baseline"])).is_err());
+        assert!(
+            validate(&args(&[
+                "--scenario",
+                "steady",
+                "--warmup",
+                "1s",
+                "--order-ttl",
+                "5s"
+            ]))
+            .is_ok()
+        );
+    }
 }

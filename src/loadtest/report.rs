@@ -451,6 +451,7 @@ impl Report {
                     .map(|(x, point)| (*x, point.completed as f64))
                     .collect(),
             }],
+            &[],
         ));
         body.push_str(&line_chart(
             "Latency over time (from intended start)",
@@ -474,8 +475,9 @@ impl Report {
                         .collect(),
                 },
             ],
+            &[],
         ));
-        let quantiles = [50.0, 90.0, 99.0, 99.9, 100.0];
+        let quantiles = ["p50", "p90", "p99", "p99.9", "max"];
         let mut spectrum = Vec::new();
         for (number, step) in self.steps.iter().enumerate() {
             for operation in &step.operations {
@@ -505,10 +507,11 @@ impl Report {
             }
         }
         body.push_str(&line_chart(
-            "Latency percentiles by operation (x: p50, p90, p99, p99.9, max)",
-            "percentile (p50, p90, p99, p99.9, max)",
+            "Latency percentiles by operation (from intended start)",
+            "percentile",
             "milliseconds",
             &spectrum,
+            &quantiles,
         ));
         if self.steps.len() > 1 {
             body.push_str(&line_chart(
@@ -523,6 +526,7 @@ impl Report {
                         .map(|step| (step.target_rate, step.achieved_rate))
                         .collect(),
                 }],
+                &[],
             ));
         }
         let _ = write!(body, "<h2>Numbers</h2><pre>{}</pre>", escape(&self.text()));
@@ -552,8 +556,15 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// An SVG line chart with axes, ticks and a legend; empty series draw nothing.
-fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+/// An SVG line chart with axes, ticks and a legend; empty series draw nothing. With
+/// `categories`, x is an index into them and each is labelled; else x ticks are numbers.
+fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    categories: &[&str],
+) -> String {
     const WIDTH: f64 = 900.0;
     const HEIGHT: f64 = 320.0;
     const LEFT: f64 = 70.0;
@@ -594,18 +605,36 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> S
     for tick in 0..=4 {
         let fraction = f64::from(tick) / 4.0;
         let y_value = y_max * fraction;
-        let x_value = x_min + (x_max - x_min) * fraction;
         let _ = write!(
             svg,
-            "<line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            "<line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
             LEFT + plot_width,
             LEFT - 6.0,
             y_at(y_value) + 4.0,
             format_number(y_value),
-            TOP + plot_height + 16.0,
-            format_number(x_value),
             y = y_at(y_value),
-            x = x_at(x_value),
+        );
+    }
+    let x_ticks: Vec<(f64, String)> = if categories.is_empty() {
+        (0..=4)
+            .map(|tick| {
+                let x_value = x_min + (x_max - x_min) * f64::from(tick) / 4.0;
+                (x_value, format_number(x_value))
+            })
+            .collect()
+    } else {
+        categories
+            .iter()
+            .enumerate()
+            .map(|(index, label)| (index as f64, escape(label)))
+            .collect()
+    };
+    for (x_value, label) in x_ticks {
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            x_at(x_value),
+            TOP + plot_height + 16.0,
         );
     }
     let _ = write!(
@@ -742,8 +771,10 @@ mod tests {
                     points: vec![],
                 },
             ],
+            &["first", "second"],
         );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert!(svg.contains(">first</text>") && svg.contains(">second</text>"));
         assert!(svg.contains("a &lt; b"));
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert_eq!(svg.matches("<rect").count(), 2);
