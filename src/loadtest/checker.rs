@@ -226,59 +226,55 @@ fn check_acknowledged_orders(
         if !created {
             continue;
         }
-        let related = || index.operations_on(&[order_id], &[]);
-        let Some(observed) = state.orders.get(*order_id) else {
+        let mut found = |kind: ViolationKind, message: String| {
             violations.push(Violation {
-                kind: ViolationKind::LostOrder,
+                kind,
                 entity: (*order_id).to_string(),
-                message: format!("order {order_id} was acknowledged with 201 but never read back"),
-                operations: related(),
+                message,
+                operations: index.operations_on(&[order_id], &[]),
             });
-            continue;
         };
-        let Some(observed) = observed else {
-            violations.push(Violation {
-                kind: ViolationKind::LostOrder,
-                entity: (*order_id).to_string(),
-                message: format!("order {order_id} was acknowledged with 201 but answers 404"),
-                operations: related(),
-            });
-            continue;
+        let observed = match state.orders.get(*order_id) {
+            Some(Some(observed)) => observed,
+            Some(None) => {
+                found(
+                    ViolationKind::LostOrder,
+                    format!("order {order_id} was acknowledged with 201 but answers 404"),
+                );
+                continue;
+            }
+            None => {
+                found(
+                    ViolationKind::LostOrder,
+                    format!("order {order_id} was acknowledged with 201 but never read back"),
+                );
+                continue;
+            }
         };
         if let Some(asked) = index.ticket_of_order.get(order_id)
             && *asked != observed.ticket_id
         {
-            violations.push(Violation {
-                kind: ViolationKind::InconsistentOrder,
-                entity: (*order_id).to_string(),
-                message: format!(
+            found(
+                ViolationKind::InconsistentOrder,
+                format!(
                     "order {order_id} was placed for ticket {asked} but holds ticket {}",
                     observed.ticket_id
                 ),
-                operations: related(),
-            });
+            );
         }
-        if paid && observed.status != "complete" {
-            violations.push(Violation {
-                kind: ViolationKind::InconsistentOrder,
-                entity: (*order_id).to_string(),
-                message: format!(
-                    "order {order_id} was paid (201) but its status is {}",
-                    observed.status
-                ),
-                operations: related(),
-            });
-        }
-        if cancelled && observed.status != "cancelled" {
-            violations.push(Violation {
-                kind: ViolationKind::InconsistentOrder,
-                entity: (*order_id).to_string(),
-                message: format!(
-                    "order {order_id} was cancelled (204) but its status is {}",
-                    observed.status
-                ),
-                operations: related(),
-            });
+        for (acknowledged, what, expected) in [
+            (paid, "paid (201)", "complete"),
+            (cancelled, "cancelled (204)", "cancelled"),
+        ] {
+            if acknowledged && observed.status != expected {
+                found(
+                    ViolationKind::InconsistentOrder,
+                    format!(
+                        "order {order_id} was {what} but its status is {}",
+                        observed.status
+                    ),
+                );
+            }
         }
     }
 }

@@ -44,10 +44,10 @@ const EXPIRY_STORM_TTL: Duration = Duration::from_secs(2);
 const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long an expiry storm may take to settle after its last deadline.
 const EXPIRY_WAIT: Duration = Duration::from_secs(120);
-/// A sweep stops after a step that achieved less than this share of its target rate...
+/// A sweep stops after a step that achieved less than this share of its target rate. Dropped
+/// arrivals count against it (they were not achieved), but a brief stall that drops a few does
+/// not end a sweep: on a shared machine that would measure the neighbours, not the server.
 const SATURATED_BELOW: f64 = 0.9;
-/// ... or dropped more than this share of its arrivals (one hiccup should not end a sweep).
-const DROPPED_ABOVE: f64 = 0.01;
 /// The `step` of warm-up operations: in the history, in no step's numbers.
 pub const WARMUP_STEP: usize = usize::MAX;
 /// Pause between sweep steps, so one step's tail does not overlap the next.
@@ -327,6 +327,8 @@ async fn drive(
             schedule.len(),
             format!("{} {rate:.0}/s", args.scenario.as_str()),
         );
+        let server_before = deployment.server_pid().and_then(spawn::ProcessUsage::of);
+        let generator_before = spawn::ProcessUsage::of(std::process::id());
         let start = tokio::time::Instant::now();
         let pacing = schedule::run_open_loop(
             schedule,
@@ -348,7 +350,12 @@ async fn drive(
             .unwrap_or(step_start);
         let elapsed =
             (last.saturating_sub(step_start) as f64 / 1e6).max(args.duration.as_secs_f64());
-        let report = StepReport::compute(rate, pacing, elapsed, &of_step);
+        let mut report = StepReport::compute(rate, pacing, elapsed, &of_step);
+        let usage_since = |pid: Option<u32>, before: Option<spawn::ProcessUsage>| {
+            Some(spawn::ProcessUsage::of(pid?)?.since(before?))
+        };
+        report.server_usage = usage_since(deployment.server_pid(), server_before);
+        report.generator_usage = usage_since(Some(std::process::id()), generator_before);
         note(&format!(
             "step {}: target {rate:.0}/s, achieved {:.1}/s, p99 {:.2} ms, dropped {}",
             step + 1,
@@ -356,8 +363,7 @@ async fn drive(
             report.latency_ms.p99,
             pacing.dropped
         ));
-        let saturated = report.achieved_rate < rate * SATURATED_BELOW
-            || pacing.dropped as f64 > pacing.scheduled as f64 * DROPPED_ABOVE;
+        let saturated = report.achieved_rate < rate * SATURATED_BELOW;
         steps.push(report);
         deployment.check_alive().map_err(incomplete)?;
         if args.sweep && saturated {

@@ -17,6 +17,7 @@ use super::checker::Verdict;
 use super::history::{Operation, OperationKind};
 use super::observe::ExpirySettlement;
 use super::schedule::PacingStats;
+use super::spawn::ProcessUsage;
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -86,6 +87,12 @@ pub struct StepReport {
     /// Latency of every operation of the step together.
     pub latency_ms: Percentiles,
     pub operations: Vec<OperationStats>,
+    /// CPU the spawned server used during the step, and its memory at the end (`None` for a
+    /// `--target`, or off Linux).
+    pub server_usage: Option<ProcessUsage>,
+    /// CPU the load tester itself used during the step: on one machine it competes with the
+    /// server for the same cores.
+    pub generator_usage: Option<ProcessUsage>,
 }
 
 impl StepReport {
@@ -146,6 +153,8 @@ impl StepReport {
             achieved_rate: answered_total as f64 / elapsed,
             latency_ms: Percentiles::of(&all, 1000.0),
             operations: stats,
+            server_usage: None,
+            generator_usage: None,
         }
     }
 }
@@ -307,6 +316,29 @@ impl Report {
                 step.pacing.late,
                 step.achieved_rate
             );
+            let cores = |usage: &ProcessUsage| usage.cpu_seconds / step.duration_seconds;
+            match (&step.server_usage, &step.generator_usage) {
+                (Some(server), Some(generator)) => {
+                    let _ = writeln!(
+                        out,
+                        "  cpu: server {:.1} s ({:.2} cores, {:.0} MiB resident), load tester {:.1} s ({:.2} cores)",
+                        server.cpu_seconds,
+                        cores(server),
+                        server.rss_bytes as f64 / 1_048_576.0,
+                        generator.cpu_seconds,
+                        cores(generator)
+                    );
+                }
+                (None, Some(generator)) => {
+                    let _ = writeln!(
+                        out,
+                        "  cpu: load tester {:.1} s ({:.2} cores)",
+                        generator.cpu_seconds,
+                        cores(generator)
+                    );
+                }
+                _ => {}
+            }
             let _ = writeln!(
                 out,
                 "  {:<9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  statuses",

@@ -262,3 +262,93 @@ impl SpawnedServer {
         let _ = self.child.kill().await;
     }
 }
+
+/// CPU time used so far and memory resident now, of one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessUsage {
+    /// User and system time since the process started.
+    pub cpu_seconds: f64,
+    /// Resident set size.
+    pub rss_bytes: u64,
+}
+
+impl ProcessUsage {
+    /// Reads `/proc/<pid>/stat` (Linux); `None` elsewhere or when the process is gone.
+    pub fn of(pid: u32) -> Option<ProcessUsage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        ProcessUsage::parse(&stat, clock_ticks_per_second()?, page_size()?)
+    }
+
+    /// Parses a `/proc/<pid>/stat` line: fields 14 and 15 are user and system time in clock
+    /// ticks, field 24 the resident pages. The command name (field 2) may hold spaces and
+    /// parentheses, so fields are counted from its closing parenthesis.
+    fn parse(stat: &str, ticks_per_second: u64, page_size: u64) -> Option<ProcessUsage> {
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let field = |number: usize| fields.get(number - 3)?.parse::<u64>().ok();
+        let ticks = field(14)? + field(15)?;
+        Some(ProcessUsage {
+            cpu_seconds: ticks as f64 / ticks_per_second as f64,
+            rss_bytes: field(24)? * page_size,
+        })
+    }
+
+    /// The usage between `earlier` and this reading (memory: this reading's).
+    pub fn since(self, earlier: ProcessUsage) -> ProcessUsage {
+        ProcessUsage {
+            cpu_seconds: (self.cpu_seconds - earlier.cpu_seconds).max(0.0),
+            rss_bytes: self.rss_bytes,
+        }
+    }
+}
+
+fn clock_ticks_per_second() -> Option<u64> {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    u64::try_from(ticks).ok().filter(|ticks| *ticks > 0)
+}
+
+fn page_size() -> Option<u64> {
+    let size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok()??;
+    u64::try_from(size).ok().filter(|size| *size > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_allowed_by_default() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1/",
+            "http://[::1]:80",
+            "http://127.1.2.3",
+        ] {
+            assert!(target(url, None, false).is_ok(), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:8080",
+            "http://example.com",
+            "http://[2001:db8::1]:80",
+        ] {
+            assert!(target(url, None, false).is_err(), "{url}");
+            assert!(target(url, None, true).is_ok(), "{url} with --allow-remote");
+        }
+        assert!(target("ftp://127.0.0.1", None, false).is_err());
+        assert!(target("not a url", None, false).is_err());
+        assert_eq!(
+            target("http://127.0.0.1:9/", None, false).unwrap().base_url,
+            "http://127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn process_usage_counts_from_the_end_of_the_command_name() {
+        let stat = "4242 (tokio (w) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 12345678 2048 18446744073709551615";
+        let usage = ProcessUsage::parse(stat, 100, 4096).unwrap();
+        assert!((usage.cpu_seconds - 3.0).abs() < 1e-9, "{usage:?}");
+        assert_eq!(usage.rss_bytes, 2048 * 4096);
+        assert!(ProcessUsage::of(std::process::id()).is_some_and(|usage| usage.rss_bytes > 0));
+    }
+}
