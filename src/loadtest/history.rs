@@ -156,6 +156,16 @@ impl Recorder {
         operations
     }
 
+    /// Runs `inspect` over everything recorded so far (in completion order) without copying
+    /// it; recording waits meanwhile, so keep it short.
+    pub fn inspect<T>(&self, inspect: impl FnOnce(&[Operation]) -> T) -> T {
+        let operations = self
+            .operations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inspect(&operations)
+    }
+
     /// A copy of everything recorded so far, ordered by id.
     pub fn snapshot(&self) -> Vec<Operation> {
         let mut operations = self

@@ -181,6 +181,7 @@ fn note(message: &str) {
 }
 
 async fn run_checked(args: LoadtestArgs) -> Result<Report, Failure> {
+    let mut interruption = Interruption::listen();
     validate(&args).map_err(usage)?;
     let baseline = match &args.baseline {
         Some(path) => Some(read_baseline(path).map_err(usage)?),
@@ -207,7 +208,11 @@ async fn run_checked(args: LoadtestArgs) -> Result<Report, Failure> {
             )));
         }
     };
-    let outcome = drive(&args, &mut deployment, order_ttl).await;
+    // SIGINT or SIGTERM stops the run but still stops a spawned server and removes its data.
+    let outcome = tokio::select! {
+        outcome = drive(&args, &mut deployment, order_ttl) => outcome,
+        () = interruption.received() => Err(incomplete(anyhow::anyhow!("interrupted"))),
+    };
     deployment.stop().await;
     let mut report = outcome?;
     report.baseline = baseline.map(|baseline_rate| Ratio {
@@ -222,6 +227,39 @@ async fn run_checked(args: LoadtestArgs) -> Result<Report, Failure> {
         args.report_dir.display()
     ));
     Ok(report)
+}
+
+/// SIGINT and SIGTERM, listened for from the start of the run (a signal that arrives before
+/// anyone waits is kept, not lost to the default action that would orphan a spawned server).
+struct Interruption {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interruption {
+    fn listen() -> Interruption {
+        use tokio::signal::unix::{SignalKind, signal};
+        Interruption {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves when either signal arrives (never, if neither could be listened for).
+    async fn received(&mut self) {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            () = next(&mut self.interrupt) => {}
+            () = next(&mut self.terminate) => {}
+        }
+    }
 }
 
 /// A baseline report's highest achieved rate.
@@ -339,18 +377,19 @@ async fn drive(
         )
         .await;
         bar.finish_and_clear();
-        let operations = recorder.snapshot();
-        let of_step: Vec<&history::Operation> =
-            operations.iter().filter(|op| op.step == step).collect();
         let step_start = recorder.micros(start.into_std());
-        let last = of_step
-            .iter()
-            .map(|op| op.completed_micros)
-            .max()
-            .unwrap_or(step_start);
-        let elapsed =
-            (last.saturating_sub(step_start) as f64 / 1e6).max(args.duration.as_secs_f64());
-        let mut report = StepReport::compute(rate, pacing, elapsed, &of_step);
+        let mut report = recorder.inspect(|operations| {
+            let of_step: Vec<&history::Operation> =
+                operations.iter().filter(|op| op.step == step).collect();
+            let last = of_step
+                .iter()
+                .map(|op| op.completed_micros)
+                .max()
+                .unwrap_or(step_start);
+            let elapsed =
+                (last.saturating_sub(step_start) as f64 / 1e6).max(args.duration.as_secs_f64());
+            StepReport::compute(rate, pacing, elapsed, &of_step)
+        });
         let usage_since = |pid: Option<u32>, before: Option<spawn::ProcessUsage>| {
             Some(spawn::ProcessUsage::of(pid?)?.since(before?))
         };

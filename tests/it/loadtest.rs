@@ -268,3 +268,93 @@ async fn an_unreachable_target_is_a_setup_error() {
         "no report for a run that never started"
     );
 }
+
+#[tokio::test]
+async fn sigterm_ends_the_run_and_stops_the_spawned_server() {
+    use tokio::io::AsyncBufReadExt;
+
+    let directory = tempfile::tempdir().expect("temp dir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args([
+            "loadtest",
+            "--spawn",
+            "embedded",
+            "--scenario",
+            "browse",
+            "--rate",
+            "20",
+        ])
+        .args([
+            "--duration",
+            "60s",
+            "--users",
+            "2",
+            "--tickets",
+            "5",
+            "--report-dir",
+        ])
+        .arg(directory.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start boxoffice loadtest");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Wait until load is being generated: the server is up and seeded.
+    while let Some(line) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the load tester reports progress")
+            .expect("stderr readable")
+    {
+        let seeding = line.contains("putting 5 tickets on sale");
+        seen.push(line);
+        if seeding {
+            break;
+        }
+    }
+    let load_tester = child.id().expect("running");
+    let servers = children_of(load_tester);
+    assert_eq!(
+        servers.len(),
+        1,
+        "one spawned server: {servers:?}, {seen:#?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(load_tester as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
+    while let Ok(Some(line)) = lines.next_line().await {
+        seen.push(line);
+    }
+    let status = child.wait().await.expect("exit status");
+    assert_eq!(status.code(), Some(1), "{seen:#?}");
+    assert!(
+        seen.iter().any(|line| line.contains("interrupted")),
+        "{seen:#?}"
+    );
+    assert!(
+        !directory.path().join("report.json").exists(),
+        "no report for an interrupted run: {seen:#?}"
+    );
+    // The load tester waited for its server to stop before exiting.
+    let server = std::path::PathBuf::from(format!("/proc/{}/stat", servers[0]));
+    let state = std::fs::read_to_string(&server).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.contains(") Z "),
+        "the server is gone: {state} {seen:#?}"
+    );
+}
+
+/// Process ids of the children of `pid`, from every thread's `/proc/<pid>/task/*/children`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc is readable");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
