@@ -21,7 +21,9 @@ use super::history::{Operation, OperationKind};
 /// An order as `GET /api/orders/:id` showed it to its owner at the end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedOrder {
+    /// The contract's status (`created`, `awaiting:payment`, `complete`, `cancelled`).
     pub status: String,
+    /// The ticket the order holds or held.
     pub ticket_id: String,
     /// Milliseconds since the epoch.
     pub expires_at_millis: i64,
@@ -32,17 +34,22 @@ pub struct ObservedOrder {
 pub struct ObservedTicket {
     /// The live order holding it, if any.
     pub order_id: Option<String>,
+    /// The ticket's version.
     pub version: u64,
 }
 
 /// One entry of the event log (`GET /admin/api/events`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoggedEvent {
+    /// Position in the log.
     pub seq: u64,
+    /// Unique per event (`<name>:<entity>:<version>`); a re-publication repeats it.
     pub id: String,
+    /// The contract's event name, e.g. `order.created`.
     pub name: String,
     /// Milliseconds since the epoch.
     pub at_millis: i64,
+    /// The payload, as the contract's event table gives it.
     pub data: Value,
 }
 
@@ -83,6 +90,7 @@ pub enum ViolationKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Violation {
+    /// The rule broken.
     pub kind: ViolationKind,
     /// The ticket or order concerned.
     pub entity: String,
@@ -96,8 +104,11 @@ pub struct Violation {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verdict {
+    /// Every violation found, by kind and entity.
     pub violations: Vec<Violation>,
+    /// Orders read back.
     pub orders_checked: usize,
+    /// Tickets read back.
     pub tickets_checked: usize,
     /// `None` when the event log could not be read (no admin token).
     pub events_checked: Option<usize>,

@@ -20,9 +20,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// were retried before it.
 #[derive(Clone, Debug)]
 pub struct Reply {
+    /// The final status.
     pub status: StatusCode,
+    /// The body as JSON (`Null` when empty or not JSON).
     pub body: Value,
+    /// The `X-Auth-Token` header (sign-up and sign-in).
     pub auth_token: Option<String>,
+    /// `503` answers waited out before this one.
     pub retries: u32,
 }
 
@@ -30,7 +34,9 @@ pub struct Reply {
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct TransportError {
+    /// What failed, with its innermost cause.
     pub message: String,
+    /// `503` answers waited out before this one.
     pub retries: u32,
 }
 

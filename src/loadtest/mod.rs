@@ -478,6 +478,7 @@ async fn drive(
         max_achieved_rate,
         expiry,
         timeline: report::timeline(&history),
+        violation_operations: report::violation_operations(&verdict, &history),
         checker: verdict,
         baseline: None,
     })

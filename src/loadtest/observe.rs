@@ -177,8 +177,9 @@ pub struct ExpirySettlement {
     pub orders: usize,
     /// Of those, cancelled by expiry before the wait ended.
     pub cancelled: usize,
-    /// The earliest and latest deadline (milliseconds since the epoch).
+    /// The earliest deadline (milliseconds since the epoch).
     pub first_deadline_millis: i64,
+    /// The latest deadline (milliseconds since the epoch).
     pub last_deadline_millis: i64,
     /// When the last of them was cancelled (event time).
     pub last_cancelled_millis: Option<i64>,

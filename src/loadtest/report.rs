@@ -27,7 +27,9 @@ pub struct Percentiles {
     pub p90: f64,
     pub p99: f64,
     pub p999: f64,
+    /// The slowest.
     pub max: f64,
+    /// The arithmetic mean.
     pub mean: f64,
 }
 
@@ -58,6 +60,7 @@ fn histogram() -> Histogram<u64> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OperationStats {
+    /// Which operation.
     pub kind: OperationKind,
     /// Operations invoked.
     pub count: u64,
@@ -79,13 +82,17 @@ pub struct OperationStats {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepReport {
+    /// Arrivals per second asked for.
     pub target_rate: f64,
+    /// From the step's start to its last answer (at least `--duration`).
     pub duration_seconds: f64,
+    /// Arrivals scheduled, sent, dropped and late.
     pub pacing: PacingStats,
     /// Answered operations (follow-ups included) per second.
     pub achieved_rate: f64,
     /// Latency of every operation of the step together.
     pub latency_ms: Percentiles,
+    /// Per operation kind.
     pub operations: Vec<OperationStats>,
     /// CPU the spawned server used during the step, and its memory at the end (`None` for a
     /// `--target`, or off Linux).
@@ -249,15 +256,25 @@ pub struct Ratio {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
+    /// The server's base URL.
     pub target: String,
+    /// `target`, `embedded` or `cluster:N`.
     pub mode: String,
+    /// Whether the rate was swept.
     pub sweep: bool,
+    /// Users signed up before the run.
     pub users: usize,
+    /// Tickets put on sale before the run.
     pub tickets: usize,
+    /// Requests open at most.
     pub max_in_flight: usize,
+    /// Share of winners and steady orders that pay.
     pub pay_ratio: f64,
+    /// The spawned server's order time to live.
     pub order_ttl: Option<String>,
+    /// Cores this machine offers the load tester (and the server beside it).
     pub cores: usize,
+    /// The boxoffice version.
     pub version: String,
 }
 
@@ -265,16 +282,65 @@ pub struct Settings {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// The scenario's name on the command line.
     pub scenario: String,
+    /// When the load started (ISO 8601 UTC).
     pub started_at: String,
+    /// Where and how the run happened.
     pub settings: Settings,
+    /// One per rate (several with `--sweep`).
     pub steps: Vec<StepReport>,
     /// The highest achieved rate over the steps.
     pub max_achieved_rate: f64,
+    /// How an expiry storm settled.
     pub expiry: Option<ExpiryReport>,
+    /// Per second of the whole run, warm-up included.
     pub timeline: Vec<TimelinePoint>,
+    /// The history checker's verdict.
     pub checker: Verdict,
+    /// The recorded operations the violations name (at most `MAX_VIOLATION_OPERATIONS`).
+    pub violation_operations: Vec<Operation>,
+    /// This run as a ratio of a baseline run (`--baseline`).
     pub baseline: Option<Ratio>,
+}
+
+/// The most recorded operations a report lists for its violations.
+pub const MAX_VIOLATION_OPERATIONS: usize = 1000;
+
+/// The operations `verdict`'s violations name, in id order, at most
+/// `MAX_VIOLATION_OPERATIONS`.
+pub fn violation_operations(verdict: &Verdict, history: &[Operation]) -> Vec<Operation> {
+    let named: std::collections::BTreeSet<u64> = verdict
+        .violations
+        .iter()
+        .flat_map(|violation| violation.operations.iter().copied())
+        .collect();
+    history
+        .iter()
+        .filter(|operation| named.contains(&operation.id))
+        .take(MAX_VIOLATION_OPERATIONS)
+        .cloned()
+        .collect()
+}
+
+/// One line describing an operation, for the text report.
+fn describe_operation(operation: &Operation) -> String {
+    let outcome = match (&operation.status, &operation.error) {
+        (Some(status), _) => status.to_string(),
+        (None, Some(error)) => format!("no answer ({error})"),
+        (None, None) => "no answer".to_string(),
+    };
+    format!(
+        "#{} {} user {} ticket {} order {}: intended {:.3} s, sent {:.3} s, answered {:.3} s: {outcome}",
+        operation.id,
+        operation.kind.as_str(),
+        operation.user.map_or("-".into(), |user| user.to_string()),
+        operation.ticket_id.as_deref().unwrap_or("-"),
+        operation.order_id.as_deref().unwrap_or("-"),
+        operation.intended_micros as f64 / 1e6,
+        operation.invoked_micros as f64 / 1e6,
+        operation.completed_micros as f64 / 1e6,
+    )
 }
 
 impl Report {
@@ -421,9 +487,16 @@ impl Report {
         for violation in &checker.violations {
             let _ = writeln!(
                 out,
-                "  VIOLATION {:?} {}: {} (operations {:?})",
-                violation.kind, violation.entity, violation.message, violation.operations
+                "  VIOLATION {:?} {}: {}",
+                violation.kind, violation.entity, violation.message
             );
+            for operation in self
+                .violation_operations
+                .iter()
+                .filter(|operation| violation.operations.contains(&operation.id))
+            {
+                let _ = writeln!(out, "    {}", describe_operation(operation));
+            }
         }
         out
     }
@@ -736,6 +809,66 @@ mod tests {
             error: status.is_none().then(|| "reset".into()),
             retries: u32::from(status == Some(503)),
         }
+    }
+
+    #[test]
+    fn a_violation_is_reported_with_the_operations_it_names() {
+        use crate::loadtest::checker::{Violation, ViolationKind};
+
+        let history: Vec<Operation> = (0..4)
+            .map(|id| operation(id, OperationKind::Order, 3, Some(201)))
+            .collect();
+        let verdict = Verdict {
+            violations: vec![Violation {
+                kind: ViolationKind::DoubleBooking,
+                entity: "ticket-1".into(),
+                message: "ticket ticket-1 is held by 2 live orders".into(),
+                operations: vec![1, 3],
+            }],
+            ..Verdict::default()
+        };
+        let named = violation_operations(&verdict, &history);
+        assert_eq!(named.iter().map(|op| op.id).collect::<Vec<_>>(), vec![1, 3]);
+        let refs: Vec<&Operation> = history.iter().collect();
+        let report = Report {
+            scenario: "flash-sale".into(),
+            started_at: "2026-11-27T00:00:00.000Z".into(),
+            settings: Settings {
+                target: "http://127.0.0.1:1".into(),
+                mode: "embedded".into(),
+                sweep: false,
+                users: 2,
+                tickets: 1,
+                max_in_flight: 8,
+                pay_ratio: 0.5,
+                order_ttl: None,
+                cores: 2,
+                version: "0".into(),
+            },
+            steps: vec![StepReport::compute(
+                10.0,
+                PacingStats::default(),
+                1.0,
+                &refs,
+            )],
+            max_achieved_rate: 4.0,
+            expiry: None,
+            timeline: timeline(&history),
+            checker: verdict,
+            violation_operations: named,
+            baseline: None,
+        };
+        let text = report.text();
+        assert!(text.contains("VIOLATION DoubleBooking ticket-1"), "{text}");
+        assert!(
+            text.contains("#1 order") && text.contains("#3 order"),
+            "{text}"
+        );
+        assert!(!text.contains("#2 order"), "{text}");
+        let html = report.html();
+        assert!(html.contains("class=bad") && html.contains("DoubleBooking"));
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["violationOperations"].as_array().unwrap().len(), 2);
     }
 
     #[test]

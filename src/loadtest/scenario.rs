@@ -30,13 +30,21 @@ const CREATIONS_AT_ONCE: usize = 64;
 /// One request and what it is about, for the history.
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// What the request does, for the history.
     pub kind: OperationKind,
+    /// The HTTP method.
     pub method: Method,
+    /// Path and query, after the base URL.
     pub path: String,
+    /// The session token sent as `Authorization: Bearer`.
     pub bearer: Option<String>,
+    /// The JSON body.
     pub body: Option<Value>,
+    /// Index of the user asking.
     pub user: Option<usize>,
+    /// The ticket concerned.
     pub ticket_id: Option<String>,
+    /// The order concerned.
     pub order_id: Option<String>,
 }
 
@@ -111,18 +119,26 @@ pub async fn perform(
 /// A signed-up buyer.
 #[derive(Clone, Debug)]
 pub struct SeededUser {
+    /// The user's id.
     pub id: String,
+    /// The session token from `X-Auth-Token`.
     pub token: String,
 }
 
 /// Everything arrivals share: the client, the history, the seeded users and tickets, and the
 /// steady scenario's unpaid orders.
 pub struct World {
+    /// What each arrival does.
     pub scenario: ScenarioName,
+    /// The pooled HTTP client.
     pub client: Client,
+    /// The history.
     pub recorder: Arc<Recorder>,
+    /// Buyers, signed up before the run.
     pub users: Vec<SeededUser>,
+    /// Ids of the tickets on sale before the run.
     pub tickets: Vec<String>,
+    /// Share of winners and steady orders that pay.
     pub pay_ratio: f64,
     /// Orders placed in the steady scenario and not yet paid or cancelled: (user, order).
     unpaid: Mutex<Vec<(usize, String)>>,

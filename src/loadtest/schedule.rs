@@ -21,7 +21,9 @@ pub const MAX_ARRIVALS: u64 = 20_000_000;
 /// `rate` arrivals per second for `duration`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
+    /// Arrivals per second.
     pub rate: f64,
+    /// How long arrivals keep coming.
     pub duration: Duration,
 }
 
