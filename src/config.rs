@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Exits 0 when the local node's /healthz answers 200.
     Healthcheck(HealthcheckArgs),
+    /// Drives load at a server (its own or --target), checks the history and reports.
+    Loadtest(Box<LoadtestArgs>),
 }
 
 /// A role a node can run; each adds its routes and workers.
@@ -254,6 +256,171 @@ impl HealthcheckArgs {
     }
 }
 
+/// Where `boxoffice loadtest` sends its load: a server it starts itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnMode {
+    /// One `boxoffice serve` child process on the embedded default with a fresh data directory.
+    Embedded,
+    /// A cluster of this many nodes with NATS, MongoDB and Redis (the cluster issue).
+    Cluster { nodes: usize },
+}
+
+impl FromStr for SpawnMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim().to_ascii_lowercase();
+        if text == "embedded" {
+            return Ok(SpawnMode::Embedded);
+        }
+        if let Some(count) = text.strip_prefix("cluster:") {
+            let nodes = parse_positive(count)?;
+            return Ok(SpawnMode::Cluster { nodes });
+        }
+        Err(format!(
+            "unknown spawn mode {text:?}; use embedded or cluster:N"
+        ))
+    }
+}
+
+impl std::fmt::Display for SpawnMode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnMode::Embedded => formatter.write_str("embedded"),
+            SpawnMode::Cluster { nodes } => write!(formatter, "cluster:{nodes}"),
+        }
+    }
+}
+
+/// What load `boxoffice loadtest` generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenarioName {
+    /// Many buyers race for few tickets; some winners pay.
+    FlashSale,
+    /// A browse, order, pay and cancel mix over many tickets.
+    Steady,
+    /// Many unpaid orders with a short time to live, then the time until all are cancelled.
+    ExpiryStorm,
+    /// Only `GET /api/tickets/:id` (ticket reads from the live actors).
+    Browse,
+    /// Only `GET /` against --target: the minimal-endpoint baseline for ratios.
+    Baseline,
+}
+
+impl ScenarioName {
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScenarioName::FlashSale => "flash-sale",
+            ScenarioName::Steady => "steady",
+            ScenarioName::ExpiryStorm => "expiry-storm",
+            ScenarioName::Browse => "browse",
+            ScenarioName::Baseline => "baseline",
+        }
+    }
+}
+
+/// A fault `boxoffice loadtest` injects into a cluster it started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Nemesis {
+    /// SIGKILL a node halfway through, then restart it.
+    Kill,
+    /// SIGSTOP a node for a while, then SIGCONT it.
+    Pause,
+    /// Restart the NATS server halfway through.
+    NatsRestart,
+}
+
+/// Flags of `boxoffice loadtest`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("server").required(true).args(["target", "spawn"]))]
+pub struct LoadtestArgs {
+    /// Base URL of a running server (loopback only unless --allow-remote).
+    #[arg(long, env = "BOXOFFICE_TARGET")]
+    pub target: Option<String>,
+    /// Start the server under test: embedded (a child `boxoffice serve` with fresh data) or
+    /// cluster:N.
+    #[arg(long, env = "BOXOFFICE_SPAWN")]
+    pub spawn: Option<SpawnMode>,
+    /// The load to generate.
+    #[arg(long, env = "BOXOFFICE_SCENARIO", value_enum)]
+    pub scenario: ScenarioName,
+    /// Arrivals per second (open loop: each request has a fixed intended start time).
+    #[arg(long, env = "BOXOFFICE_RATE", value_parser = parse_rate, conflicts_with = "sweep")]
+    pub rate: Option<f64>,
+    /// Step the rate up (from --start-rate, times --sweep-factor) for --duration each until it
+    /// saturates.
+    #[arg(long, env = "BOXOFFICE_SWEEP")]
+    pub sweep: bool,
+    /// How much each --sweep step multiplies the rate by.
+    #[arg(long, env = "BOXOFFICE_SWEEP_FACTOR", default_value = "2", value_parser = parse_sweep_factor)]
+    pub sweep_factor: f64,
+    /// Load at the first rate before the measured steps, so actors are activated and
+    /// connections open; its operations are checked but not in the step numbers.
+    #[arg(long, env = "BOXOFFICE_WARMUP", value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// First rate of a --sweep.
+    #[arg(long, env = "BOXOFFICE_START_RATE", default_value = "100", value_parser = parse_rate)]
+    pub start_rate: f64,
+    /// Most steps of a --sweep.
+    #[arg(long, env = "BOXOFFICE_SWEEP_STEPS", default_value = "8", value_parser = parse_positive)]
+    pub sweep_steps: usize,
+    /// How long to generate load (each step, with --sweep).
+    #[arg(long, env = "BOXOFFICE_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Users signed up before the run (buyers).
+    #[arg(long, env = "BOXOFFICE_USERS", default_value = "100", value_parser = parse_positive)]
+    pub users: usize,
+    /// Tickets put on sale before the run (default per scenario).
+    #[arg(long, env = "BOXOFFICE_TICKETS", value_parser = parse_positive)]
+    pub tickets: Option<usize>,
+    /// Where report.json and report.html go.
+    #[arg(long, env = "BOXOFFICE_REPORT_DIR", default_value = "loadtest-report")]
+    pub report_dir: PathBuf,
+    /// Fault to inject (needs --spawn cluster:N).
+    #[arg(long, env = "BOXOFFICE_NEMESIS", value_enum)]
+    pub nemesis: Option<Nemesis>,
+    /// Admin token of --target, for the event log (spawned servers get their own).
+    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Allow a --target that is not a loopback address.
+    #[arg(long, env = "BOXOFFICE_ALLOW_REMOTE")]
+    pub allow_remote: bool,
+    /// Order time to live of a spawned server (default 2s for expiry-storm, else 15m).
+    #[arg(long, env = "BOXOFFICE_ORDER_TTL", value_parser = parse_duration)]
+    pub order_ttl: Option<Duration>,
+    /// Requests in flight at most; an arrival beyond it is dropped and counted, never queued.
+    #[arg(long, env = "BOXOFFICE_MAX_IN_FLIGHT", default_value = "256", value_parser = parse_positive)]
+    pub max_in_flight: usize,
+    /// Share of flash-sale winners and steady orders that pay (0 to 1).
+    #[arg(long, env = "BOXOFFICE_PAY_RATIO", default_value = "0.5", value_parser = parse_ratio)]
+    pub pay_ratio: f64,
+    /// A baseline run's report.json: the report adds this run's throughput as a ratio of it.
+    #[arg(long, env = "BOXOFFICE_BASELINE")]
+    pub baseline: Option<PathBuf>,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 && value <= 1_000_000.0 => Ok(value),
+        _ => Err("must be a number of requests per second above 0 and at most 1000000".into()),
+    }
+}
+
+fn parse_sweep_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (1.05..=10.0).contains(&value) => Ok(value),
+        _ => Err("must be a number from 1.05 to 10".into()),
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err("must be a number from 0 to 1".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +447,60 @@ mod tests {
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--order-ttl", "soon"]).is_err());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--mailbox-limit", "0"]).is_err());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn loadtest_needs_exactly_one_server_and_one_rate_mode() {
+        let parse = |args: &[&str]| {
+            let mut full = vec!["boxoffice", "loadtest"];
+            full.extend_from_slice(args);
+            Cli::try_parse_from(full)
+        };
+        let cli = parse(&[
+            "--spawn",
+            "embedded",
+            "--scenario",
+            "flash-sale",
+            "--rate",
+            "50",
+        ])
+        .unwrap();
+        let Command::Loadtest(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.spawn, Some(SpawnMode::Embedded));
+        assert_eq!(args.rate, Some(50.0));
+        let cli = parse(&["--spawn", "cluster:3", "--scenario", "steady", "--sweep"]).unwrap();
+        let Command::Loadtest(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.spawn, Some(SpawnMode::Cluster { nodes: 3 }));
+        assert!(parse(&["--scenario", "steady"]).is_err());
+        assert!(
+            parse(&[
+                "--target",
+                "http://127.0.0.1:1",
+                "--spawn",
+                "embedded",
+                "--scenario",
+                "steady"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--spawn",
+                "embedded",
+                "--scenario",
+                "steady",
+                "--rate",
+                "5",
+                "--sweep"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["--spawn", "cluster:0", "--scenario", "steady"]).is_err());
+        assert!(parse(&["--spawn", "embedded", "--scenario", "nope"]).is_err());
+        assert!(parse(&["--spawn", "embedded", "--scenario", "steady", "--rate", "0"]).is_err());
     }
 }

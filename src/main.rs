@@ -68,6 +68,9 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Loadtest(args) => {
+            ExitCode::from(runtime.block_on(boxoffice::loadtest::run(*args)))
+        }
         Command::Healthcheck(args) => runtime.block_on(async move {
             let url = args.url();
             let client = match reqwest::Client::builder()

@@ -51,7 +51,12 @@ async fn until_taken_over(cluster: &TestCluster, observer: usize, gone: &str) ->
                 .map(|node| {
                     let log = node.log();
                     let lines: Vec<&str> = log.lines().collect();
-                    lines[lines.len().saturating_sub(40)..].join("\n")
+                    let kept: Vec<&str> = lines
+                        .iter()
+                        .filter(|line| !line.contains("timer delivery failed"))
+                        .copied()
+                        .collect();
+                    kept[kept.len().saturating_sub(30)..].join("\n")
                 })
                 .collect();
             panic!(

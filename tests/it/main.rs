@@ -16,6 +16,7 @@ mod events;
 mod expiry;
 mod fake_stripe;
 mod harness;
+mod loadtest;
 mod nats_bus;
 mod operations;
 mod orders;
