@@ -345,7 +345,8 @@ pub struct LoadtestArgs {
     /// The load to generate.
     #[arg(long, env = "BOXOFFICE_SCENARIO", value_enum)]
     pub scenario: ScenarioName,
-    /// Arrivals per second (open loop: each request has a fixed intended start time).
+    /// Arrivals per second (open loop: each request has a fixed intended start time); without
+    /// it or --sweep, --start-rate.
     #[arg(long, env = "BOXOFFICE_RATE", value_parser = parse_rate, conflicts_with = "sweep")]
     pub rate: Option<f64>,
     /// Step the rate up (from --start-rate, times --sweep-factor) for --duration each until it
@@ -359,7 +360,7 @@ pub struct LoadtestArgs {
     /// connections open; its operations are checked but not in the step numbers.
     #[arg(long, env = "BOXOFFICE_WARMUP", value_parser = parse_duration)]
     pub warmup: Option<Duration>,
-    /// First rate of a --sweep.
+    /// First rate of a --sweep (and the rate when neither --rate nor --sweep is given).
     #[arg(long, env = "BOXOFFICE_START_RATE", default_value = "100", value_parser = parse_rate)]
     pub start_rate: f64,
     /// Most steps of a --sweep.

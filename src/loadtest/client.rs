@@ -150,3 +150,79 @@ fn describe(error: &reqwest::Error) -> String {
     }
     format!("{kind}: {cause}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode as HttpStatus};
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A server that answers `503` + `Retry-After: 1` to the first `overloaded` requests, then 200.
+    async fn server(overloaded: usize, retry_after: &'static str) -> (String, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = Router::new().route(
+            "/",
+            get(move || {
+                let counter = counter.clone();
+                async move {
+                    let mut headers = HeaderMap::new();
+                    if counter.fetch_add(1, Ordering::SeqCst) < overloaded {
+                        headers.insert("retry-after", retry_after.parse().unwrap());
+                        return (HttpStatus::SERVICE_UNAVAILABLE, headers, "busy");
+                    }
+                    (HttpStatus::OK, headers, "ok")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{address}"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_503_with_retry_after_is_waited_out_retried_and_counted() {
+        let (base, seen) = server(1, "1").await;
+        let client = Client::new(&base, 4).unwrap();
+        let reply = client.get("/").await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.retries, 1);
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_an_unusable_retry_after_is_the_answer() {
+        let (base, seen) = server(usize::MAX, "0").await;
+        let client = Client::new(&base, 4).unwrap();
+        let reply = client.get("/").await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.retries, MAX_RETRIES);
+        assert_eq!(seen.load(Ordering::SeqCst), MAX_RETRIES as usize + 1);
+
+        let (base, seen) = server(usize::MAX, "3600").await;
+        let reply = Client::new(&base, 4).unwrap().get("/").await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.retries, 0, "a wait beyond the bound is not honoured");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_transport_error_naming_the_cause() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let error = Client::new(&format!("http://{address}"), 1)
+            .unwrap()
+            .get("/")
+            .await
+            .unwrap_err();
+        assert!(error.message.starts_with("cannot connect"), "{error}");
+        assert_eq!(error.retries, 0);
+    }
+}

@@ -159,6 +159,29 @@ mod tests {
         "ok"
     }
 
+    #[tokio::test]
+    async fn arrivals_beyond_the_in_flight_bound_are_dropped_not_queued() {
+        let start = Instant::now();
+        let schedule = Schedule {
+            rate: 50.0,
+            duration: Duration::from_secs(1),
+        };
+        // No request answers before the schedule (980 ms) is long over, so at most two are ever
+        // open.
+        let answers_at = start + Duration::from_secs(3);
+        let stats = run_open_loop(
+            schedule,
+            start,
+            2,
+            |_| {},
+            |_, _| tokio::time::sleep_until(answers_at),
+        )
+        .await;
+        assert_eq!(stats.scheduled, 50);
+        assert_eq!(stats.sent, 2);
+        assert_eq!(stats.dropped, 48);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_loop_keeps_intended_starts_under_a_slow_server() {
         let server = Arc::new(SlowServer {
