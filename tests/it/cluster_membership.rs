@@ -1,7 +1,7 @@
 //! Membership and shard leases against a real nats-server (2.9 on CI): the compare-and-set
 //! rules, expiry by the buckets' `max_age`, and fencing epochs that only grow.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use boxoffice::actors::EntityKind;
 use boxoffice::cluster::lease::RenewFailure;
@@ -28,22 +28,14 @@ fn member(id: &str) -> MemberRecord {
     }
 }
 
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+async fn until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::harness::poll_until(Duration::from_secs(60), check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use boxoffice::actors::{DirectoryConfig, EntityKind, RequestContext, Runtime, RuntimeConfig};
 use boxoffice::bus::MemoryBus;
@@ -88,22 +88,14 @@ async fn start_node(cluster: &str, node_id: &str, min_members: usize) -> Node {
     }
 }
 
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+async fn until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::harness::poll_until(Duration::from_secs(60), check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
 fn served(node: &Node) -> BTreeSet<(EntityKind, u32)> {

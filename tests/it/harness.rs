@@ -268,24 +268,35 @@ impl TestApp {
         }
     }
 
-    /// Polls `check` until it returns `Some` or the deadline passes.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, deadline: Duration, mut check: F) -> T
+    /// Polls `check` until it returns `Some` or the deadline passes (then fails with the
+    /// server's log).
+    pub async fn eventually<T, F, Fut>(&self, what: &str, deadline: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let started = Instant::now();
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                started.elapsed() < deadline,
-                "timed out waiting for {what}; server log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match poll_until(deadline, check).await {
+            Some(value) => value,
+            None => panic!("timed out waiting for {what}; server log:\n{}", self.log()),
         }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or `None` once `deadline` has passed.
+pub async fn poll_until<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if started.elapsed() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -437,7 +448,8 @@ pub struct Response {
 }
 
 impl Response {
-    async fn read(response: reqwest::Response) -> Response {
+    /// Reads a response's status, headers and body (JSON, or `Null`).
+    pub async fn read(response: reqwest::Response) -> Response {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();

@@ -66,16 +66,7 @@ async fn pay_with_idempotency_key(
         .send()
         .await
         .expect("request sent");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Response {
-        status,
-        headers,
-        body,
-        text,
-    }
+    Response::read(response).await
 }
 
 /// The idempotency key of a recorded call, which the fake has checked is present.
