@@ -99,6 +99,7 @@ fn runtime_get_ticket(criterion: &mut Criterion) {
         call_timeout: Duration::from_secs(10),
         hold_grace: Duration::from_secs(5),
         test_hooks: false,
+        is_single_node: true,
     };
     let (runtime, _background) = Runtime::new(
         config,

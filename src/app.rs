@@ -255,6 +255,7 @@ pub async fn start(
         call_timeout: std::time::Duration::from_secs(10),
         hold_grace: HOLD_GRACE,
         test_hooks: args.enable_test_hooks,
+        is_single_node: !args.is_cluster(),
     };
     let (runtime, background) = Runtime::new(
         config,

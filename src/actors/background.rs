@@ -44,7 +44,9 @@ impl BackgroundTasks {
         tracker: &TaskTracker,
     ) -> Result<(), crate::store::StoreError> {
         let reserved = rebuild_timers(&runtime).await?;
-        tracker.spawn(reconcile_reservations(runtime.clone(), reserved));
+        if runtime.config.is_single_node {
+            tracker.spawn(reconcile_reservations(runtime.clone(), reserved));
+        }
         tracker.spawn(run_timer_worker(runtime.clone(), shutdown.clone()));
         tracker.spawn(run_outbox_relay(runtime.clone(), bus, shutdown.clone()));
         tracker.spawn(run_command_completion(

@@ -163,6 +163,11 @@ pub struct RuntimeConfig {
     pub hold_grace: Duration,
     /// Whether the test-only crash hook is enabled.
     pub test_hooks: bool,
+    /// True for the embedded single node: only then may start-up assume that no order is being
+    /// created anywhere, and settle at once a reservation whose order does not exist (in a
+    /// cluster, another node may be saving that order right now; the reservation's deadline
+    /// settles it there).
+    pub is_single_node: bool,
 }
 
 /// The actor system of one node and the ports it uses.

@@ -201,19 +201,13 @@ impl OrderState {
             version: ticket.version,
         };
         let change = Order::create(self.id, user, snapshot, now, ttl);
-        match self.persist("Create", context, change, None).await {
-            Ok((order, _)) => Ok(order),
-            Err(error) => {
-                // The reservation carries the order's deadline, so it frees itself even if this
-                // release is lost too.
-                let release = Command::ReleaseTicket {
-                    ticket_id,
-                    order_id,
-                };
-                self.runtime.deliver(None, release).await;
-                Err(error)
-            }
-        }
+        // No compensating release when this write fails: another attempt of the same request
+        // (routed again after a timeout, to this shard's next owner) may have saved the order,
+        // and releasing its ticket then would let a second order take it. The reservation
+        // carries the order's deadline and frees itself if no order is ever saved (rule 9).
+        self.persist("Create", context, change, None)
+            .await
+            .map(|(order, _)| order)
     }
 
     async fn cancel(&mut self, by: UserId, context: &RequestContext) -> Result<Order, Staleable> {

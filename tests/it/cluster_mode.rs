@@ -12,13 +12,16 @@ use crate::servers::{mongo_url, nats_url, redis_url, unique_name};
 /// A cluster of node processes sharing one cluster name and database.
 pub struct TestCluster {
     pub nodes: Vec<TestApp>,
+    name: String,
+    nats: String,
+    extra: Vec<String>,
 }
 
 /// The flags every node of a test cluster is started with.
-pub fn cluster_args(name: &str, node_id: &str, extra: &[&str]) -> Vec<String> {
+pub fn cluster_args(name: &str, nats: &str, node_id: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--nats",
-        &nats_url(),
+        nats,
         "--mongo",
         &mongo_url(),
         "--redis",
@@ -44,9 +47,14 @@ pub fn cluster_args(name: &str, node_id: &str, extra: &[&str]) -> Vec<String> {
 impl TestCluster {
     /// Starts `count` nodes and waits until every one is ready (joined, serving its shards).
     pub async fn start(count: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_on(count, &nats_url(), extra).await
+    }
+
+    /// Starts `count` nodes on the NATS server at `nats` (a fault test's own server).
+    pub async fn start_on(count: usize, nats: &str, extra: &[&str]) -> TestCluster {
         let name = unique_name("it");
         let starts = (0..count).map(|index| {
-            let args = cluster_args(&name, &format!("node-{index}"), extra);
+            let args = cluster_args(&name, nats, &format!("node-{index}"), extra);
             async move {
                 TestApp::spawn_with(AppOptions {
                     args,
@@ -56,14 +64,41 @@ impl TestCluster {
             }
         });
         let nodes = futures::future::join_all(starts).await;
-        let cluster = TestCluster { nodes };
-        for node in &cluster.nodes {
+        let cluster = TestCluster {
+            nodes,
+            name,
+            nats: nats.to_string(),
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
+        };
+        cluster.until_ready().await;
+        cluster
+    }
+
+    /// Starts one more node, `node-<n>`, in the same cluster (it joins and takes its shards).
+    pub async fn add_node(&mut self) {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let args = cluster_args(
+            &self.name,
+            &self.nats,
+            &format!("node-{}", self.nodes.len()),
+            &extra,
+        );
+        let node = TestApp::spawn_with(AppOptions {
+            args,
+            data_dir: None,
+        })
+        .await;
+        self.nodes.push(node);
+    }
+
+    /// Waits until every node answers `/readyz` with 200.
+    pub async fn until_ready(&self) {
+        for node in &self.nodes {
             node.eventually("the node to be ready", Duration::from_secs(60), || async {
                 (node.get("/readyz", &Auth::None).await.status == StatusCode::OK).then_some(())
             })
             .await;
         }
-        cluster
     }
 
     pub fn node(&self, index: usize) -> &TestApp {

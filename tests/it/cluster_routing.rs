@@ -46,6 +46,7 @@ async fn start_node(cluster: &str, node_id: &str, min_members: usize) -> Node {
         call_timeout: Duration::from_secs(10),
         hold_grace: Duration::from_secs(5),
         test_hooks: false,
+        is_single_node: false,
     };
     let (runtime, background) = Runtime::new(
         config,

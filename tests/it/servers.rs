@@ -123,7 +123,7 @@ fn from_env_or_spawn(variable: &str, server: impl Fn(u16) -> Server) -> String {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
 }
@@ -190,7 +190,7 @@ fn greeting_starts_with(address: SocketAddr, request: Option<&[u8]>, expected: &
 }
 
 /// `name` on `PATH`, or in the project's SecantusDB venv (`scripts/test-servers` makes it).
-fn find_program(name: &str) -> PathBuf {
+pub fn find_program(name: &str) -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-secantus/bin");
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
