@@ -302,9 +302,9 @@ impl ClusterNode {
         }
     }
 
-    /// One round: renew or drop held leases, then move shards toward the desired placement.
+    /// One round (after `run` has renewed or dropped the held leases): move shards toward the
+    /// desired placement.
     async fn round(&self) -> Result<(), ClusterError> {
-        self.renew_leases().await;
         let members = self.buckets.members().await?;
         let leases = self.buckets.leases().await?;
         if let Ok(mut known) = self.members.write() {
