@@ -86,6 +86,9 @@ pub struct ClusterNode {
     origin: Instant,
     served: RwLock<HashMap<(EntityKind, u32), Served>>,
     moves: Mutex<VecDeque<ShardMove>>,
+    /// Shards whose fence could not be raised in time (a former owner's transaction holds the
+    /// fence document), left alone until the instant given so the others are taken meanwhile.
+    fence_waits: Mutex<HashMap<(EntityKind, u32), Instant>>,
     members: RwLock<BTreeMap<String, MemberRecord>>,
     is_ready: AtomicBool,
     /// Another live process has this node's id: it serves nothing and reports unhealthy.
@@ -133,6 +136,7 @@ impl ClusterNode {
             origin: Instant::now(),
             served: RwLock::new(HashMap::new()),
             moves: Mutex::new(VecDeque::new()),
+            fence_waits: Mutex::new(HashMap::new()),
             members: RwLock::new(BTreeMap::new()),
             is_ready: AtomicBool::new(false),
             identity_conflict: AtomicBool::new(false),
@@ -333,6 +337,7 @@ impl ClusterNode {
                     is_ready = false;
                     let is_free = !leases.contains_key(&(kind, shard));
                     if is_free
+                        && !self.is_waiting_on_fence(kind, shard)
                         && members.len() >= self.settings.min_members
                         && acquired < ACQUIRES_PER_ROUND
                         && Instant::now() < stop_moving_at
@@ -436,6 +441,16 @@ impl ClusterNode {
 
     /// Takes a free shard: acquires its lease, raises its fence, serves its subject. `true` when
     /// this node serves it now.
+    /// Whether a recent fence raise for the shard timed out and it is not yet time to retry.
+    fn is_waiting_on_fence(&self, kind: EntityKind, shard: u32) -> bool {
+        let Ok(mut waits) = self.fence_waits.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        waits.retain(|_, until| *until > now);
+        waits.contains_key(&(kind, shard))
+    }
+
     async fn acquire(&self, kind: EntityKind, shard: u32) -> Result<bool, ClusterError> {
         let sent_at = self.elapsed();
         let Some(epoch) = self
@@ -449,19 +464,33 @@ impl ClusterNode {
         // Raise the store's fence before serving: from now on a write by any earlier owner of
         // the shard (a paused one, say) is refused, even to entities not touched here yet.
         let fence = self.buckets.fencing_epoch(epoch);
-        match self
-            .runtime
-            .store
-            .raise_fence(kind.as_str(), shard, fence)
-            .await
-        {
-            Ok(stored) if stored == fence => {}
-            Ok(stored) => {
+        // The raise waits while a transaction of the former owner holds the fence document (a
+        // node killed mid-commit leaves it until the store's transaction lifetime runs out).
+        // The control loop must keep renewing the other leases meanwhile: give up after a
+        // sixth of the TTL and try again in a later round.
+        let raised = tokio::time::timeout(
+            self.settings.lease_ttl / 6,
+            self.runtime.store.raise_fence(kind.as_str(), shard, fence),
+        )
+        .await;
+        match raised {
+            Ok(Ok(stored)) if stored == fence => {}
+            Ok(Ok(stored)) => {
                 tracing::error!(kind = %kind, shard, fence, stored, "the store's fence is ahead of this lease; not serving");
                 let _ = self.buckets.release(kind, shard, epoch).await;
                 return Ok(false);
             }
-            Err(error) => {
+            Err(_) => {
+                tracing::warn!(kind = %kind, shard, "raising the fence is waiting on a former owner's transaction; trying again later");
+                let _ = self.buckets.release(kind, shard, epoch).await;
+                // The abandoned raise keeps waiting in the store; asking again every round
+                // would only pile more waiters on it.
+                if let Ok(mut waits) = self.fence_waits.lock() {
+                    waits.insert((kind, shard), Instant::now() + self.settings.lease_ttl);
+                }
+                return Ok(false);
+            }
+            Ok(Err(error)) => {
                 let _ = self.buckets.release(kind, shard, epoch).await;
                 return Err(ClusterError::Unavailable(format!(
                     "raising the fence: {error}"

@@ -15,9 +15,9 @@ use crate::cluster_mode::TestCluster;
 use crate::harness::{Api, Auth, Response, TestApp, User};
 
 /// The node that owns each shard, from the admin view of `node`.
-async fn owners(node: &TestApp) -> BTreeMap<(String, u64), String> {
+async fn owners(node: &TestApp) -> (BTreeMap<(String, u64), String>, Response) {
     let view = node.get("/admin/api/cluster", &Auth::Admin).await;
-    view.body["shards"]
+    let owners = view.body["shards"]
         .as_array()
         .map(|shards| {
             shards
@@ -33,35 +33,28 @@ async fn owners(node: &TestApp) -> BTreeMap<(String, u64), String> {
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (owners, view)
 }
 
 /// Waits until the survivors own every shard (all 64) and none is left to `gone`.
 async fn until_taken_over(cluster: &TestCluster, observer: usize, gone: &str) -> Duration {
     let started = Instant::now();
     loop {
-        let owners = owners(cluster.node(observer)).await;
+        let (owners, view) = owners(cluster.node(observer)).await;
         if owners.len() == 64 && owners.values().all(|owner| owner != gone) {
-            return started.elapsed();
+            let elapsed = started.elapsed();
+            println!(
+                "node logs of the take-over: {}",
+                cluster.save_logs("take-over")
+            );
+            return elapsed;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            let logs: Vec<String> = cluster
-                .nodes
-                .iter()
-                .map(|node| {
-                    let log = node.log();
-                    let lines: Vec<&str> = log.lines().collect();
-                    let kept: Vec<&str> = lines
-                        .iter()
-                        .filter(|line| !line.contains("timer delivery failed"))
-                        .copied()
-                        .collect();
-                    kept[kept.len().saturating_sub(30)..].join("\n")
-                })
-                .collect();
+            let saved = cluster.save_logs("until_taken_over");
             panic!(
-                "the survivors never served every shard: {owners:?}\n{}",
-                logs.join("\n----\n")
+                "the survivors never served every shard; node {observer} last answered {} {}: {owners:?}\nfull node logs: {saved}",
+                view.status, view.text
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -361,7 +354,7 @@ async fn a_paused_node_never_writes_after_its_lease_is_taken_and_rejoins() {
             },
         )
         .await;
-    let owners = owners(cluster.node(0)).await;
+    let (owners, _) = owners(cluster.node(0)).await;
     assert_eq!(owners.len(), 64);
     for ticket in &tickets {
         let shown = paused
@@ -518,7 +511,7 @@ async fn a_joining_node_takes_about_a_third_of_the_shards_and_requests_only_see_
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.add_node().await;
     cluster.until_ready().await;
-    let owners = owners(cluster.node(0)).await;
+    let (owners, _) = owners(cluster.node(0)).await;
     let moved = owners.values().filter(|owner| *owner == "node-2").count();
     assert!(
         (8..=40).contains(&moved),

@@ -104,6 +104,20 @@ impl TestCluster {
     pub fn node(&self, index: usize) -> &TestApp {
         &self.nodes[index % self.nodes.len()]
     }
+
+    /// Writes every node's whole log to `target/test-artifacts/cluster/<label>-<cluster>/` and
+    /// returns the directory, for a failure message to point at.
+    pub fn save_logs(&self, label: &str) -> String {
+        let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/test-artifacts/cluster")
+            .join(format!("{label}-{}", self.name));
+        std::fs::create_dir_all(&directory).expect("create the log directory");
+        for (index, node) in self.nodes.iter().enumerate() {
+            std::fs::write(directory.join(format!("node-{index}.log")), node.log())
+                .expect("write a node log");
+        }
+        directory.display().to_string()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

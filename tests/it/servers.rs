@@ -70,8 +70,9 @@ pub fn mongo_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
         from_env_or_spawn("BOXOFFICE_TEST_MONGO_URL", |port| Server {
-            name: "secantusd-py",
-            program: find_program("secantusd-py"),
+            name: "secantusd",
+            // secantusd-py with a short transaction lifetime (see the script).
+            program: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/secantusd"),
             args: vec![
                 "--host".into(),
                 "127.0.0.1".into(),
