@@ -286,9 +286,18 @@ impl ClusterNode {
                     Err(error) => tracing::warn!(error = %error, "heartbeat failed"),
                 }
             }
-            if let Err(error) = self.round().await {
-                tracing::warn!(error = %error, "cluster round failed");
-                self.is_ready.store(false, Ordering::Release);
+            // A round reads the buckets through consumers that end on the server's say-so; one
+            // that never ends must not freeze the loop that renews the leases.
+            match tokio::time::timeout(self.settings.lease_ttl, self.round()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "cluster round failed");
+                    self.is_ready.store(false, Ordering::Release);
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?self.settings.lease_ttl, "cluster round timed out");
+                    self.is_ready.store(false, Ordering::Release);
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
