@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::kv::{KvError, ensure_kv_bucket};
 use super::lease::RenewFailure;
 use crate::actors::EntityKind;
+
+/// KV reads in flight at once when a whole bucket is read.
+const READS_AT_ONCE: usize = 32;
 
 /// Why a membership or lease operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -335,15 +338,20 @@ async fn read_all(store: &kv::Store) -> Result<Vec<(String, bytes::Bytes, u64)>,
     while let Some(key) = keys.next().await {
         names.push(key.map_err(unavailable)?);
     }
-    let mut entries = Vec::with_capacity(names.len());
-    for key in names {
-        if let Some(entry) = store.entry(key.clone()).await.map_err(unavailable)?
-            && entry.operation == kv::Operation::Put
-        {
-            entries.push((key, entry.value, entry.revision));
-        }
-    }
-    Ok(entries)
+    // One get per key, many in flight: a cluster of 256 shards per kind reads 512 leases a round.
+    let entries: Vec<Option<(String, bytes::Bytes, u64)>> = futures::stream::iter(names)
+        .map(|key| async move {
+            let entry = store.entry(key.clone()).await.map_err(unavailable)?;
+            Ok::<_, ClusterError>(
+                entry
+                    .filter(|entry| entry.operation == kv::Operation::Put)
+                    .map(|entry| (key, entry.value, entry.revision)),
+            )
+        })
+        .buffer_unordered(READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(entries.into_iter().flatten().collect())
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ const MOVES_KEPT: usize = 500;
 const ACQUIRES_PER_ROUND: usize = 64;
 /// Shards handed over per round at most (Akka's bounded rebalance).
 const HANDOVERS_PER_ROUND: usize = 16;
+/// Lease renewals in flight at once.
+const RENEWALS_AT_ONCE: usize = 32;
 /// How long a shard's actors may take to drain when it is handed over.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -400,12 +402,29 @@ impl ClusterNode {
                 .map(|(key, served)| (*key, served.lease, served.fence, served.is_fenced))
                 .collect()
         };
-        for ((kind, shard), lease, fence, is_fenced) in due {
+        // Concurrently: with 256 shards per kind a node holds ~170 leases, and one KV round
+        // trip after another would not fit into a renewal interval on a busy machine.
+        futures::stream::iter(due)
+            .for_each_concurrent(RENEWALS_AT_ONCE, |(key, lease, fence, is_fenced)| {
+                self.renew_lease(key, lease, fence, is_fenced)
+            })
+            .await;
+    }
+
+    /// Renews one held lease when it is due, or stops serving its shard when it cannot be.
+    async fn renew_lease(
+        &self,
+        (kind, shard): (EntityKind, u32),
+        lease: HeldLease,
+        fence: u64,
+        is_fenced: bool,
+    ) {
+        {
             if is_fenced {
                 tracing::warn!(kind = %kind, shard, "a newer owner fenced this shard in the store; stopping it");
                 self.stop_serving(kind, shard, "fenced by a newer owner", None)
                     .await;
-                continue;
+                return;
             }
             let record = self.lease_record(fence);
             match lease.next_action(self.elapsed(), &self.timing) {
@@ -448,8 +467,6 @@ impl ClusterNode {
         }
     }
 
-    /// Takes a free shard: acquires its lease, raises its fence, serves its subject. `true` when
-    /// this node serves it now.
     /// Whether a recent fence raise for the shard timed out and it is not yet time to retry.
     fn is_waiting_on_fence(&self, kind: EntityKind, shard: u32) -> bool {
         let Ok(mut waits) = self.fence_waits.lock() else {
@@ -460,6 +477,8 @@ impl ClusterNode {
         waits.contains_key(&(kind, shard))
     }
 
+    /// Takes a free shard: acquires its lease, raises its fence, serves its subject. `true` when
+    /// this node serves it now.
     async fn acquire(&self, kind: EntityKind, shard: u32) -> Result<bool, ClusterError> {
         let sent_at = self.elapsed();
         let Some(epoch) = self
