@@ -378,9 +378,18 @@ pub struct LoadtestArgs {
     /// Where report.json and report.html go.
     #[arg(long, env = "BOXOFFICE_REPORT_DIR", default_value = "loadtest-report")]
     pub report_dir: PathBuf,
-    /// Fault to inject (needs --spawn cluster:N).
+    /// Fault to inject halfway through the run (needs --spawn cluster:N).
     #[arg(long, env = "BOXOFFICE_NEMESIS", value_enum)]
     pub nemesis: Option<Nemesis>,
+    /// NATS of a --spawn cluster:N (default: a nats-server from PATH on a free port).
+    #[arg(long, env = "BOXOFFICE_NATS")]
+    pub nats: Option<String>,
+    /// MongoDB of a --spawn cluster:N (default: secantusd-py from PATH on a free port).
+    #[arg(long, env = "BOXOFFICE_MONGO")]
+    pub mongo: Option<String>,
+    /// Redis of a --spawn cluster:N (default: a redis-server from PATH on a free port).
+    #[arg(long, env = "BOXOFFICE_REDIS")]
+    pub redis: Option<String>,
     /// Admin token of --target, for the event log (spawned servers get their own).
     #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

@@ -4,6 +4,8 @@
 //! Owns request building, Bearer authentication and retry accounting. It must not decide what
 //! to send next (scenarios) or keep statistics (history and report).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -40,17 +42,21 @@ pub struct TransportError {
     pub retries: u32,
 }
 
-/// A client bound to one server.
+/// A client bound to one server, or to every node of a cluster: requests go to the nodes in
+/// turn, as a load balancer would send them, and one a node refuses to connect goes to the next
+/// (it was never sent, so sending it elsewhere cannot apply it twice).
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    bases: Arc<[String]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:8080`, no trailing slash) keeping up to
-    /// `connections` idle connections.
-    pub fn new(base: &str, connections: usize) -> anyhow::Result<Client> {
+    /// A client for `bases` (e.g. `http://127.0.0.1:8080`, no trailing slash; at least one)
+    /// keeping up to `connections` idle connections per server.
+    pub fn new(bases: &[String], connections: usize) -> anyhow::Result<Client> {
+        anyhow::ensure!(!bases.is_empty(), "no server to send requests to");
         // reqwest is built without a default TLS provider; load tests speak plain HTTP, but the
         // builder insists on one being installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -62,13 +68,17 @@ impl Client {
             .build()?;
         Ok(Client {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            bases: bases
+                .iter()
+                .map(|base| base.trim_end_matches('/').to_string())
+                .collect(),
+            next: Arc::default(),
         })
     }
 
-    /// The server's base URL.
+    /// The first server's base URL.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[0]
     }
 
     /// Sends one request, honouring `503` + `Retry-After` up to a bound.
@@ -81,19 +91,30 @@ impl Client {
     ) -> Result<Reply, TransportError> {
         let mut retries = 0;
         loop {
-            let mut request = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base));
-            if let Some(token) = bearer {
-                request = request.bearer_auth(token);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request.send().await.map_err(|error| TransportError {
-                message: describe(&error),
-                retries,
-            })?;
+            let first = self.next.fetch_add(1, Ordering::Relaxed);
+            let mut attempt = 0;
+            let response = loop {
+                let base = &self.bases[(first + attempt) % self.bases.len()];
+                let mut request = self.http.request(method.clone(), format!("{base}{path}"));
+                if let Some(token) = bearer {
+                    request = request.bearer_auth(token);
+                }
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                match request.send().await {
+                    Ok(response) => break response,
+                    Err(error) if error.is_connect() && attempt + 1 < self.bases.len() => {
+                        attempt += 1;
+                    }
+                    Err(error) => {
+                        return Err(TransportError {
+                            message: describe(&error),
+                            retries,
+                        });
+                    }
+                }
+            };
             let status = response.status();
             let retry_after = response
                 .headers()
@@ -153,9 +174,6 @@ fn describe(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use axum::Router;
     use axum::http::{HeaderMap, StatusCode as HttpStatus};
     use axum::routing::get;
@@ -189,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_503_with_retry_after_is_waited_out_retried_and_counted() {
         let (base, seen) = server(1, "1").await;
-        let client = Client::new(&base, 4).unwrap();
+        let client = Client::new(&[base], 4).unwrap();
         let reply = client.get("/").await.unwrap();
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.retries, 1);
@@ -199,14 +217,14 @@ mod tests {
     #[tokio::test]
     async fn retries_are_bounded_and_an_unusable_retry_after_is_the_answer() {
         let (base, seen) = server(usize::MAX, "0").await;
-        let client = Client::new(&base, 4).unwrap();
+        let client = Client::new(&[base], 4).unwrap();
         let reply = client.get("/").await.unwrap();
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.retries, MAX_RETRIES);
         assert_eq!(seen.load(Ordering::SeqCst), MAX_RETRIES as usize + 1);
 
         let (base, seen) = server(usize::MAX, "3600").await;
-        let reply = Client::new(&base, 4).unwrap().get("/").await.unwrap();
+        let reply = Client::new(&[base], 4).unwrap().get("/").await.unwrap();
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.retries, 0, "a wait beyond the bound is not honoured");
         assert_eq!(seen.load(Ordering::SeqCst), 1);
@@ -217,7 +235,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let error = Client::new(&format!("http://{address}"), 1)
+        let error = Client::new(&[format!("http://{address}")], 1)
             .unwrap()
             .get("/")
             .await

@@ -92,7 +92,7 @@ fn incomplete(error: impl Into<anyhow::Error>) -> Failure {
 
 /// Flag combinations that cannot work, found before anything starts.
 fn validate(args: &LoadtestArgs) -> Result<(), UsageError> {
-    spawn::check_supported(args.spawn, args.nemesis)?;
+    spawn::check_supported(args.spawn, args.nemesis, &dependencies(args))?;
     if args.scenario == ScenarioName::Baseline && args.target.is_none() {
         return Err(UsageError(
             "the baseline scenario measures a minimal endpoint: run it with --target (e.g. `cargo run --release --example hello_axum`)".into(),
@@ -117,6 +117,15 @@ fn validate(args: &LoadtestArgs) -> Result<(), UsageError> {
         ));
     }
     Ok(())
+}
+
+/// The NATS, MongoDB and Redis a spawned cluster is to use instead of starting its own.
+fn dependencies(args: &LoadtestArgs) -> spawn::Dependencies {
+    spawn::Dependencies {
+        nats: args.nats.clone(),
+        mongo: args.mongo.clone(),
+        redis: args.redis.clone(),
+    }
 }
 
 /// The rates to run: one, or a doubling sweep.
@@ -176,7 +185,7 @@ fn progress_bar(length: u64, label: String) -> ProgressBar {
     bar
 }
 
-fn note(message: &str) {
+pub(crate) fn note(message: &str) {
     eprintln!("boxoffice loadtest: {message}");
 }
 
@@ -200,7 +209,9 @@ async fn run_checked(args: LoadtestArgs) -> Result<Report, Failure> {
         }
         (None, Some(mode)) => {
             note(&format!("starting the server under test ({mode})"));
-            spawn::spawn(mode, order_ttl).await.map_err(usage)?
+            spawn::spawn(mode, order_ttl, &dependencies(&args))
+                .await
+                .map_err(usage)?
         }
         (None, None) => {
             return Err(usage(UsageError(
@@ -213,6 +224,12 @@ async fn run_checked(args: LoadtestArgs) -> Result<Report, Failure> {
         outcome = drive(&args, &mut deployment, order_ttl) => outcome,
         () = interruption.received() => Err(incomplete(anyhow::anyhow!("interrupted"))),
     };
+    if outcome.is_err() {
+        let output = deployment.recent_output().await;
+        if !output.is_empty() {
+            eprintln!("boxoffice loadtest: the spawned processes' last output:\n{output}");
+        }
+    }
     deployment.stop().await;
     let mut report = outcome?;
     report.baseline = baseline.map(|baseline_rate| Ratio {
@@ -285,7 +302,7 @@ async fn drive(
     deployment: &mut Deployment,
     order_ttl: Duration,
 ) -> Result<Report, Failure> {
-    let client = client::Client::new(&deployment.base_url, args.max_in_flight).map_err(usage)?;
+    let client = client::Client::new(&deployment.base_urls, args.max_in_flight).map_err(usage)?;
     let probe = if args.scenario == ScenarioName::Baseline {
         "/"
     } else {
@@ -322,7 +339,8 @@ async fn drive(
     };
 
     let started_at = crate::clock::now();
-    let recorder = Arc::new(Recorder::new(std::time::Instant::now()));
+    let origin = std::time::Instant::now();
+    let recorder = Arc::new(Recorder::new(origin));
     let world = Arc::new(scenario::World::new(
         args.scenario,
         client.clone(),
@@ -355,6 +373,15 @@ async fn drive(
             pacing.sent, pacing.dropped
         ));
     }
+    // The fault goes in halfway through the first measured step.
+    let nemesis = match args.nemesis {
+        Some(nemesis) => Some(
+            deployment
+                .inject(nemesis, args.duration / 2, origin)
+                .map_err(usage)?,
+        ),
+        None => None,
+    };
     let mut steps = Vec::new();
     for (step, rate) in rates.iter().copied().enumerate() {
         let schedule = Schedule {
@@ -365,7 +392,10 @@ async fn drive(
             schedule.len(),
             format!("{} {rate:.0}/s", args.scenario.as_str()),
         );
-        let server_before = deployment.server_pid().and_then(spawn::ProcessUsage::of);
+        let server_before = deployment
+            .server_pid()
+            .await
+            .and_then(spawn::ProcessUsage::of);
         let generator_before = spawn::ProcessUsage::of(std::process::id());
         let start = tokio::time::Instant::now();
         let pacing = schedule::run_open_loop(
@@ -393,7 +423,7 @@ async fn drive(
         let usage_since = |pid: Option<u32>, before: Option<spawn::ProcessUsage>| {
             Some(spawn::ProcessUsage::of(pid?)?.since(before?))
         };
-        report.server_usage = usage_since(deployment.server_pid(), server_before);
+        report.server_usage = usage_since(deployment.server_pid().await, server_before);
         report.generator_usage = usage_since(Some(std::process::id()), generator_before);
         note(&format!(
             "step {}: target {rate:.0}/s, achieved {:.1}/s, p99 {:.2} ms, dropped {}",
@@ -404,7 +434,7 @@ async fn drive(
         ));
         let saturated = report.achieved_rate < rate * SATURATED_BELOW;
         steps.push(report);
-        deployment.check_alive().map_err(incomplete)?;
+        deployment.check_alive().await.map_err(incomplete)?;
         if args.sweep && saturated {
             break;
         }
@@ -432,7 +462,17 @@ async fn drive(
     } else {
         None
     };
-    deployment.check_alive().map_err(incomplete)?;
+    let nemesis = match nemesis {
+        Some(injection) => Some(
+            injection
+                .await
+                .context("the nemesis panicked")
+                .and_then(|outcome| outcome)
+                .map_err(incomplete)?,
+        ),
+        None => None,
+    };
+    deployment.check_alive().await.map_err(incomplete)?;
 
     let verdict = if args.scenario == ScenarioName::Baseline {
         checker::Verdict::default()
@@ -477,6 +517,7 @@ async fn drive(
         steps,
         max_achieved_rate,
         expiry,
+        nemesis,
         timeline: report::timeline(&history),
         violation_operations: report::violation_operations(&verdict, &history),
         checker: verdict,

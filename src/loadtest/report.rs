@@ -17,7 +17,7 @@ use super::checker::Verdict;
 use super::history::{Operation, OperationKind};
 use super::observe::ExpirySettlement;
 use super::schedule::PacingStats;
-use super::spawn::ProcessUsage;
+use super::spawn::{NemesisReport, ProcessUsage};
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -294,6 +294,8 @@ pub struct Report {
     pub max_achieved_rate: f64,
     /// How an expiry storm settled.
     pub expiry: Option<ExpiryReport>,
+    /// The fault injected into a spawned cluster (`--nemesis`).
+    pub nemesis: Option<NemesisReport>,
     /// Per second of the whole run, warm-up included.
     pub timeline: Vec<TimelinePoint>,
     /// The history checker's verdict.
@@ -470,6 +472,16 @@ impl Report {
                 expiry.lag_ms.p50,
                 expiry.lag_ms.p99,
                 expiry.lag_ms.max
+            );
+        }
+        if let Some(nemesis) = &self.nemesis {
+            let _ = writeln!(
+                out,
+                "nemesis: {} {} at {:.1} s, back at {:.1} s",
+                nemesis.fault,
+                nemesis.victim,
+                nemesis.injected_at_ms as f64 / 1000.0,
+                nemesis.healed_at_ms as f64 / 1000.0
             );
         }
         let checker = &self.checker;
@@ -853,6 +865,7 @@ mod tests {
             )],
             max_achieved_rate: 4.0,
             expiry: None,
+            nemesis: None,
             timeline: timeline(&history),
             checker: verdict,
             violation_operations: named,

@@ -196,7 +196,7 @@ mod tests {
             .with_state(server.clone());
         let serving = tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let client = Client::new(&format!("http://{address}"), 64).unwrap();
+        let client = Client::new(&[format!("http://{address}")], 64).unwrap();
         let start = Instant::now();
         let recorder = Arc::new(Recorder::new(start.into_std()));
         let schedule = Schedule {

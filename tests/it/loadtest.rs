@@ -4,6 +4,10 @@
 //! before any load is sent.
 //!
 //! Runs are kept short (2 s at 50/s, 10 users); the numbers they print are not asserted.
+//!
+//! `cluster_*`: `--spawn cluster:3` with each `--nemesis`, the history checker still clean.
+//! They kill, pause and restart processes against lease TTLs, so `scripts/test` runs them with
+//! the fault tests, alone.
 
 use std::path::Path;
 use std::process::Output;
@@ -198,11 +202,7 @@ async fn baseline_runs_against_a_minimal_endpoint_and_gives_ratios() {
 
 #[tokio::test]
 async fn usage_and_setup_errors_exit_2_without_sending_load() {
-    let cases: [(&[&str], &str); 6] = [
-        (
-            &["--spawn", "cluster:3", "--scenario", "flash-sale"],
-            "cluster mode",
-        ),
+    let cases: [(&[&str], &str); 8] = [
         (
             &[
                 "--spawn",
@@ -213,6 +213,41 @@ async fn usage_and_setup_errors_exit_2_without_sending_load() {
                 "kill",
             ],
             "--nemesis",
+        ),
+        (
+            &[
+                "--spawn",
+                "cluster:1",
+                "--scenario",
+                "steady",
+                "--nemesis",
+                "pause",
+            ],
+            "at least 2",
+        ),
+        (
+            &[
+                "--spawn",
+                "cluster:3",
+                "--scenario",
+                "steady",
+                "--nats",
+                "nats://127.0.0.1:9",
+                "--nemesis",
+                "nats-restart",
+            ],
+            "drop --nats",
+        ),
+        (
+            &[
+                "--spawn",
+                "embedded",
+                "--scenario",
+                "steady",
+                "--mongo",
+                "mongodb://127.0.0.1:9",
+            ],
+            "--spawn cluster:N",
         ),
         (
             &["--target", "http://192.0.2.1:8080", "--scenario", "steady"],
@@ -357,4 +392,91 @@ fn children_of(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
+}
+
+/// Runs `scenario` on a 3-node cluster the load tester starts, with `nemesis` injected halfway,
+/// and checks the run completed with a clean history check. `own_dependencies`: the load
+/// tester starts NATS, Redis and SecantusDB itself from PATH; otherwise it is given the shared
+/// test servers.
+async fn cluster_run(scenario: &str, nemesis: &str, own_dependencies: bool) -> Value {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let (nats, mongo, redis) = (
+        crate::servers::nats_url(),
+        crate::servers::mongo_url(),
+        crate::servers::redis_url(),
+    );
+    let mut args = vec![
+        "--spawn",
+        "cluster:3",
+        "--scenario",
+        scenario,
+        "--duration",
+        "16s",
+        "--rate",
+        "20",
+        "--users",
+        "20",
+        "--tickets",
+        "30",
+        "--nemesis",
+        nemesis,
+        "--report-dir",
+        directory.path().to_str().unwrap(),
+    ];
+    if !own_dependencies {
+        args.extend(["--nats", &nats, "--mongo", &mongo, "--redis", &redis]);
+    }
+    // secantusd-py lives in the test servers' venv.
+    let secantus = crate::servers::find_program("secantusd-py");
+    let path = std::env::join_paths(
+        std::iter::once(secantus.parent().unwrap().to_path_buf()).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .arg("loadtest")
+        .args(&args)
+        .env_remove("BOXOFFICE_ADMIN_TOKEN")
+        .env("NO_COLOR", "1")
+        .env("PATH", path)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run boxoffice loadtest");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = read_report(directory.path());
+    assert_eq!(report["settings"]["mode"], "cluster:3");
+    assert_eq!(report["nemesis"]["fault"], nemesis, "{}", report["nemesis"]);
+    assert!(
+        report["nemesis"]["healedAtMs"].as_u64() > report["nemesis"]["injectedAtMs"].as_u64(),
+        "{}",
+        report["nemesis"]
+    );
+    assert_eq!(report["checker"]["violations"], Value::Array(vec![]));
+    assert!(report["checker"]["ordersChecked"].as_u64().unwrap() > 0);
+    assert!(report["checker"]["eventsChecked"].as_u64().unwrap() > 0);
+    report
+}
+
+#[tokio::test]
+async fn cluster_flash_sale_with_a_killed_node_sells_each_ticket_at_most_once() {
+    let report = cluster_run("flash-sale", "kill", false).await;
+    let won = operation(&report, "order")["statuses"]["201"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        (1..=30).contains(&won),
+        "at most one winner per ticket: {report}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_steady_run_with_a_paused_node_checks_clean() {
+    cluster_run("steady", "pause", false).await;
+}
+
+#[tokio::test]
+async fn cluster_steady_run_with_nats_restarted_on_its_own_servers_checks_clean() {
+    cluster_run("steady", "nats-restart", true).await;
 }
