@@ -81,35 +81,19 @@ async fn any_node_lists_and_shows_actors_that_live_on_the_others() {
     let owners = ticket_shard_owners(cluster.node(0)).await;
     let mut tail = open_tail(cluster.node(1)).await;
 
-    // Tickets created through node 0 until one lives on node 1 and one on node 2.
-    let mut by_host: BTreeMap<String, String> = BTreeMap::new();
-    for n in 0..60 {
-        if by_host.contains_key("node-1") && by_host.contains_key("node-2") {
-            break;
-        }
-        let ticket = cluster
-            .node(0)
-            .create_ticket(&seller, &format!("spread {n}"), json!(10))
-            .await;
+    // Tickets created through node 0, one living on node 1 and one on node 2.
+    let mut remote = Vec::new();
+    for host in ["node-1", "node-2"] {
+        let ticket = ticket_on(&cluster, &seller, host).await;
         let id = ticket["id"].as_str().unwrap().to_string();
-        let view = admin_get(cluster.node(0), &format!("/admin/api/actors/ticket/{id}")).await;
-        let host = owners[&view["shard"].as_u64().unwrap()].clone();
+        let view = admin_get(cluster.node(1), &format!("/admin/api/actors/ticket/{id}")).await;
         assert_eq!(
-            view["node"],
-            host.as_str(),
-            "the view names the shard's owner"
+            owners[&view["shard"].as_u64().unwrap()],
+            host,
+            "the view names the owner of the shard's lease"
         );
-        by_host.entry(host).or_insert(id);
+        remote.push((host.to_string(), id));
     }
-    let remote: Vec<(String, String)> = ["node-1", "node-2"]
-        .iter()
-        .map(|host| {
-            let id = by_host
-                .get(*host)
-                .unwrap_or_else(|| panic!("no ticket landed on {host}: {by_host:?}"));
-            (host.to_string(), id.clone())
-        })
-        .collect();
 
     // Reserved through node 0.
     let mut orders = BTreeMap::new();
@@ -199,6 +183,24 @@ async fn any_node_lists_and_shows_actors_that_live_on_the_others() {
         })
     })
     .await;
+}
+
+/// A ticket created through node 0 whose shard `host` serves.
+async fn ticket_on(cluster: &TestCluster, seller: &crate::harness::User, host: &str) -> Value {
+    for n in 0..60 {
+        let ticket = cluster
+            .node(0)
+            .create_ticket(seller, &format!("on {host} {n}"), json!(6))
+            .await;
+        let path = format!(
+            "/admin/api/actors/ticket/{}",
+            ticket["id"].as_str().unwrap()
+        );
+        if admin_get(cluster.node(0), &path).await["node"] == host {
+            return ticket;
+        }
+    }
+    panic!("no ticket landed on {host}");
 }
 
 /// Waits until `node` lists moves satisfying `is_done`, then checks their shape and order.
@@ -302,13 +304,29 @@ async fn every_nodes_shard_moves_and_passivated_actors_show_from_any_node() {
     assert!(handed["drainMs"].is_u64(), "{handed}");
 
     // A frozen member is named, and the others still answer.
-    // (Asked at once, well before its membership expires and it stops being a member.)
+    let on_node_1 = ticket_on(&cluster, &seller, "node-1").await;
+    // (Asked at once, well before its membership and leases expire.)
     cluster.nodes[1].pause();
-    let (listed, moves) = tokio::join!(
+    let view_path = format!(
+        "/admin/api/actors/ticket/{}",
+        on_node_1["id"].as_str().unwrap()
+    );
+    let (listed, moves, view) = tokio::join!(
         cluster.node(0).get("/admin/api/actors", &Auth::Admin),
         cluster.node(2).get("/admin/api/shard-moves", &Auth::Admin),
+        cluster.node(2).get(&view_path, &Auth::Admin),
     );
     cluster.nodes[1].resume();
+    assert_eq!(view.status, StatusCode::OK, "{view:?}");
+    assert_eq!(view.body["unreachable"], json!(["node-1"]), "{view:?}");
+    assert_eq!(view.body["node"], "node-1");
+    assert_eq!(view.body["status"], "unknown", "{view:?}");
+    assert_eq!(view.body["mailboxDepth"], Value::Null);
+    assert_eq!(
+        view.body["state"], on_node_1,
+        "the stored part is still shown"
+    );
+    assert_eq!(view.body["transitions"].as_array().unwrap().len(), 1);
     assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
     assert_eq!(listed.body["unreachable"], json!(["node-1"]), "{listed:?}");
     assert_eq!(moves.status, StatusCode::OK, "{moves:?}");
