@@ -56,6 +56,25 @@ pub struct Gathered {
     pub unreachable: Vec<String>,
 }
 
+impl Gathered {
+    /// The answers `pick` takes, by node, and the nodes to report unreachable: those that did
+    /// not answer and those whose answer `pick` refuses (not what was asked for).
+    pub fn select<T>(
+        self,
+        pick: impl Fn(InspectReply) -> Option<T>,
+    ) -> (Vec<(String, T)>, Vec<String>) {
+        let mut unreachable = self.unreachable;
+        let mut picked = Vec::new();
+        for (node, reply) in self.answers {
+            match pick(reply) {
+                Some(value) => picked.push((node, value)),
+                None => unreachable.push(node),
+            }
+        }
+        (picked, unreachable)
+    }
+}
+
 /// Answers an inspection about this node. `moves` gives the shard moves it recorded, newest
 /// first (none on a single node: it owns every shard from start to stop).
 pub async fn answer(

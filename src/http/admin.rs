@@ -5,10 +5,11 @@
 //! moves, the event log and the live tail. It answers for the whole cluster: live actors and
 //! moves are gathered from every member, an actor's live part comes from the node serving its
 //! shard (`cluster::inspect`), and a member that does not answer in time is named in
-//! `unreachable` rather than left out silently; a single node is the one member it asks. Every route needs `Authorization: Bearer <admin token>`; anything
-//! else gets 401 and learns nothing. Responses never carry secrets (no password hashes, keys
-//! or tokens). Events and transitions have one shape each, with ISO 8601 times, whether read
-//! from the log, the history or the tail. The page that reads this API is `admin_page.rs`.
+//! `unreachable` rather than left out silently; a single node is the one member it asks.
+//! Every route needs `Authorization: Bearer <admin token>`; anything else gets 401 and learns
+//! nothing. Responses never carry secrets (no password hashes, keys or tokens). Events and
+//! transitions have one shape each, with ISO 8601 times, whether read from the log, the
+//! history or the tail. The page that reads this API is `admin_page.rs`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -125,15 +126,13 @@ struct LimitQuery {
 
 async fn shard_moves(State(state): State<AppState>, Query(query): Query<LimitQuery>) -> Response {
     let limit = query.limit.unwrap_or(100).clamp(1, 500);
-    let gathered = inspect_every_node(&state, InspectRequest::ShardMoves { limit }).await;
-    let mut unreachable = gathered.unreachable;
-    let mut moves = Vec::new();
-    for (node, reply) in gathered.answers {
-        match reply {
-            InspectReply::ShardMoves(recorded) => moves.extend(recorded),
-            _ => unreachable.push(node),
-        }
-    }
+    let (answers, unreachable) = inspect_every_node(&state, InspectRequest::ShardMoves { limit })
+        .await
+        .select(|reply| match reply {
+            InspectReply::ShardMoves(moves) => Some(moves),
+            _ => None,
+        });
+    let mut moves: Vec<_> = answers.into_iter().flat_map(|(_, moves)| moves).collect();
     // ISO 8601 UTC times with milliseconds sort as text.
     moves.sort_by(|left, right| right.at.cmp(&left.at));
     moves.truncate(limit);
@@ -231,17 +230,17 @@ async fn actors(
         after,
         limit: limit + 1,
     };
-    let gathered = inspect_every_node(&state, request).await;
-    let mut unreachable = gathered.unreachable;
-    let mut live = Vec::new();
-    for (node, reply) in gathered.answers {
-        match reply {
-            InspectReply::LiveActors(actors) => {
-                live.extend(actors.into_iter().map(|actor| (node.clone(), actor)));
-            }
-            _ => unreachable.push(node),
-        }
-    }
+    let (answers, unreachable) =
+        inspect_every_node(&state, request)
+            .await
+            .select(|reply| match reply {
+                InspectReply::LiveActors(actors) => Some(actors),
+                _ => None,
+            });
+    let mut live: Vec<_> = answers
+        .into_iter()
+        .flat_map(|(node, actors)| actors.into_iter().map(move |actor| (node.clone(), actor)))
+        .collect();
     live.sort_by(|(left_node, left), (right_node, right)| {
         (left.id, left_node).cmp(&(right.id, right_node))
     });
