@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ActorError, Runtime};
 use crate::domain::ObjectId;
 use crate::metrics::Metrics;
 
 /// The kinds of entity actor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntityKind {
     Ticket,
@@ -71,7 +71,7 @@ pub const QUARANTINE: Duration = Duration::from_secs(10);
 
 /// What an actor shows the directory about itself, updated after each transition. Reading it
 /// never touches the actor, so inspection cannot stall it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Whether the entity exists in the store.
     pub exists: bool,
@@ -285,7 +285,7 @@ pub struct Shard<A: EntityActor> {
 }
 
 /// A live actor as the admin view lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveActor {
     pub kind: EntityKind,
@@ -301,7 +301,7 @@ pub struct LiveActor {
 }
 
 /// What the directory knows about one entity without asking it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EntityInfo {
     pub shard: usize,

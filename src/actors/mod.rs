@@ -144,7 +144,7 @@ pub struct RequestContext {
 }
 
 /// One entry of the admin live tail: a transition as it happens.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransitionNotice {
     pub kind: EntityKind,

@@ -305,6 +305,34 @@ impl ClusterBuckets {
             .map_err(unavailable)
     }
 
+    /// The lease of one shard, when somebody holds it.
+    pub async fn lease(
+        &self,
+        kind: EntityKind,
+        shard: u32,
+    ) -> Result<Option<LeaseView>, ClusterError> {
+        let Some(entry) = self
+            .shards
+            .entry(lease_key(kind, shard))
+            .await
+            .map_err(unavailable)?
+            .filter(|entry| entry.operation == kv::Operation::Put)
+        else {
+            return Ok(None);
+        };
+        let record: LeaseRecord =
+            serde_json::from_slice(&entry.value).map_err(|error| ClusterError::Malformed {
+                bucket: "shards".into(),
+                reason: error.to_string(),
+            })?;
+        Ok(Some(LeaseView {
+            owner: record.owner,
+            incarnation: record.incarnation,
+            revision: entry.revision,
+            epoch: record.epoch,
+        }))
+    }
+
     /// Every held lease.
     pub async fn leases(&self) -> Result<BTreeMap<(EntityKind, u32), LeaseView>, ClusterError> {
         let mut leases = BTreeMap::new();

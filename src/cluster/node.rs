@@ -4,7 +4,9 @@
 //!
 //! Owns the control loop (every `tick`: heartbeat, renew, acquire, hand over), the serving
 //! subscriptions (`<cluster>.actor.<kind>.<shard>` in the queue group `<cluster>-actors`, so the
-//! subjects are the routing table) and the record of shard moves. Decisions come from
+//! subjects are the routing table), the record of shard moves, and the inspection protocol's
+//! transport (`inspect`: answering on its own admin subject, asking the other members, relaying
+//! its actors' transitions for the tails). Decisions come from
 //! compare-and-set results and the monotonic clock (`lease`), never from reads alone. It must not
 //! decide entity transitions: it hands requests to the runtime's actors.
 
@@ -15,14 +17,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::RequestErrorKind;
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::inspect::{self, Gathered, INSPECT_TIMEOUT, InspectReply, InspectRequest};
 use super::lease::{HeldLease, LeaseAction, LeaseTiming, RenewFailure};
 use super::membership::{ClusterBuckets, ClusterError, LeaseRecord, MemberRecord};
 use super::placement::{Candidate, owner_of};
 use crate::actors::{
     ActorError, Answer, EntityKind, Envelope, RequestContext, Routed, Runtime, ShardRouter,
+    TransitionNotice,
 };
 
 /// Moves kept for the admin view.
@@ -52,7 +56,7 @@ pub struct ClusterSettings {
 }
 
 /// A recorded change of a shard's owner, as this node saw it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardMove {
     pub kind: EntityKind,
@@ -197,7 +201,7 @@ impl ClusterNode {
             .collect())
     }
 
-    /// The moves this node recorded, newest first.
+    /// The moves this node recorded, newest first (the admin view gathers every node's).
     pub fn moves(&self, limit: usize) -> Vec<ShardMove> {
         self.moves
             .lock()
@@ -239,8 +243,158 @@ impl ClusterNode {
         }
     }
 
+    /// The node holding the lease of a shard, if any.
+    pub async fn shard_owner(
+        &self,
+        kind: EntityKind,
+        shard: u32,
+    ) -> Result<Option<String>, ClusterError> {
+        Ok(self
+            .buckets
+            .lease(kind, shard)
+            .await?
+            .map(|lease| lease.owner))
+    }
+
+    /// Asks every live member (this node included) and waits for each at most
+    /// `INSPECT_TIMEOUT`, all at once.
+    pub async fn inspect_members(&self, request: &InspectRequest) -> Gathered {
+        let mut ids: std::collections::BTreeSet<String> =
+            self.members().into_iter().map(|member| member.id).collect();
+        ids.insert(self.settings.node_id.clone());
+        let asks = ids.into_iter().map(|id| async move {
+            let reply = self.inspect_node(&id, request).await;
+            (id, reply)
+        });
+        let mut gathered = Gathered::default();
+        for (id, reply) in futures::future::join_all(asks).await {
+            match reply {
+                Some(reply) => gathered.answers.push((id, reply)),
+                None => gathered.unreachable.push(id),
+            }
+        }
+        gathered
+    }
+
+    /// Asks one node (itself without going through NATS); `None` when it did not answer in
+    /// time or could not read the request.
+    pub async fn inspect_node(&self, node: &str, request: &InspectRequest) -> Option<InspectReply> {
+        if node == self.settings.node_id {
+            return tokio::time::timeout(INSPECT_TIMEOUT, self.answer_inspection(request.clone()))
+                .await
+                .ok();
+        }
+        let ask = async_nats::Request::new()
+            .payload(Envelope::new(None, request.clone()).encode().into())
+            .timeout(Some(INSPECT_TIMEOUT));
+        let subject = inspect::node_subject(&self.settings.name, node);
+        let message = match self.client.send_request(subject, ask).await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(node, error = %error, "a node did not answer an inspection");
+                return None;
+            }
+        };
+        match Envelope::<Result<InspectReply, String>>::decode(&message.payload) {
+            Ok(Envelope {
+                body: Ok(reply), ..
+            }) => Some(reply),
+            Ok(Envelope {
+                body: Err(error), ..
+            }) => {
+                tracing::warn!(node, error = %error, "a node refused an inspection");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(node, error = %error, "unreadable inspection answer");
+                None
+            }
+        }
+    }
+
+    async fn answer_inspection(&self, request: InspectRequest) -> InspectReply {
+        inspect::answer(&self.runtime, request, |limit| self.moves(limit)).await
+    }
+
+    /// Answers inspections on this node's subject until `shutdown`.
+    async fn serve_inspections(self: Arc<Self>, shutdown: CancellationToken) {
+        let subject = inspect::node_subject(&self.settings.name, &self.settings.node_id);
+        let mut subscriber = match self.client.subscribe(subject).await {
+            Ok(subscriber) => subscriber,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot answer inspections: the admin view will report this node unreachable");
+                return;
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = subscriber.next() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            let Some(reply_to) = message.reply else {
+                continue;
+            };
+            let node = self.clone();
+            tokio::spawn(async move {
+                let answer = match Envelope::<InspectRequest>::decode(&message.payload) {
+                    Ok(envelope) => Ok(node.answer_inspection(envelope.body).await),
+                    Err(error) => Err(error.to_string()),
+                };
+                let body = Envelope::new(None, answer).encode();
+                if let Err(error) = node.client.publish(reply_to, body.into()).await {
+                    tracing::warn!(error = %error, "answering an inspection failed");
+                }
+            });
+        }
+        let _ = subscriber.unsubscribe().await;
+    }
+
+    /// Publishes this node's transitions for the live tails of every node until `shutdown`
+    /// (best effort, like the tail itself: a slow relay skips what it missed).
+    async fn relay_transitions(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut notices = self.runtime.tail.subscribe();
+        let subject = inspect::transitions_subject(&self.settings.name);
+        loop {
+            let notice = tokio::select! {
+                () = shutdown.cancelled() => break,
+                notice = notices.recv() => notice,
+            };
+            match notice {
+                Ok(notice) => {
+                    let body = Envelope::new(None, notice).encode();
+                    if let Err(error) = self.client.publish(subject.clone(), body.into()).await {
+                        tracing::debug!(error = %error, "relaying a transition failed");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+
+    /// The transitions of every node's actors, as they happen.
+    pub async fn subscribe_transitions(
+        &self,
+    ) -> Result<impl futures::Stream<Item = TransitionNotice> + use<>, ClusterError> {
+        let subscriber = self
+            .client
+            .subscribe(inspect::transitions_subject(&self.settings.name))
+            .await
+            .map_err(|error| ClusterError::Unavailable(error.to_string()))?;
+        Ok(subscriber.filter_map(|message| async move {
+            Envelope::<TransitionNotice>::decode(&message.payload)
+                .ok()
+                .map(|envelope| envelope.body)
+        }))
+    }
+
     /// Runs the control loop until `shutdown`, then hands every shard back and leaves.
     pub async fn run(self: Arc<Self>, mut member_revision: u64, shutdown: CancellationToken) {
+        tokio::spawn(self.clone().serve_inspections(shutdown.clone()));
+        tokio::spawn(self.clone().relay_transitions(shutdown.clone()));
         let tick = (self.settings.lease_ttl / 10)
             .clamp(Duration::from_millis(50), Duration::from_millis(500));
         let mut next_heartbeat = Duration::ZERO;

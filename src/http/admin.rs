@@ -1,11 +1,15 @@
 //! `/admin/api`: actor inspection for operators, behind the admin token.
 //!
-//! Owns the admin API: the node and its shards, live actors, one actor's state and last
-//! transitions (read from the store, so looking never activates or stalls an actor), the event
-//! log and the live tail. Every route needs `Authorization: Bearer <admin token>`; anything
-//! else gets 401 and learns nothing. Responses never carry secrets (no password hashes, keys
-//! or tokens). Events and transitions have one shape each, with ISO 8601 times, whether read
-//! from the log, the history or the tail. The page that reads this API is `admin_page.rs`.
+//! Owns the admin API: the members and their shards, live actors, one actor's state and last
+//! transitions (read from the store, so looking never activates or stalls an actor), the shard
+//! moves, the event log and the live tail. It answers for the whole cluster: live actors and
+//! moves are gathered from every member, an actor's live part comes from the node serving its
+//! shard (`cluster::inspect`), and a member that does not answer in time is named in
+//! `unreachable` rather than left out silently; a single node is the one member it asks.
+//! Every route needs `Authorization: Bearer <admin token>`; anything else gets 401 and learns
+//! nothing. Responses never carry secrets (no password hashes, keys or tokens). Events and
+//! transitions have one shape each, with ISO 8601 times, whether read from the log, the
+//! history or the tail. The page that reads this API is `admin_page.rs`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -27,7 +31,8 @@ use super::error::ApiError;
 use super::extract::Query;
 use super::orders::order_json;
 use super::tickets::ticket_json;
-use crate::actors::EntityKind;
+use crate::actors::{EntityInfo, EntityKind, TransitionNotice};
+use crate::cluster::inspect::{self, Gathered, InspectReply, InspectRequest};
 use crate::domain::{ObjectId, OrderId, TicketId, Timestamp};
 use crate::store::Transition;
 
@@ -106,7 +111,7 @@ async fn cluster(State(state): State<AppState>) -> Result<Response, ApiError> {
         .await
         .map_err(|error| {
             tracing::warn!(error = %error, "reading the shard leases failed");
-            ApiError::unavailable(std::time::Duration::from_secs(1))
+            ApiError::unavailable(Duration::from_secs(1))
         })?
         .into_iter()
         .map(|(kind, shard, owner, epoch)| json!({"kind": kind, "shard": shard, "owner": owner, "epoch": epoch}))
@@ -121,13 +126,32 @@ struct LimitQuery {
 
 async fn shard_moves(State(state): State<AppState>, Query(query): Query<LimitQuery>) -> Response {
     let limit = query.limit.unwrap_or(100).clamp(1, 500);
-    // A single node owns every shard from start to stop: nothing ever moves.
-    let moves = state
-        .cluster
-        .as_ref()
-        .map(|cluster| cluster.moves(limit))
-        .unwrap_or_default();
-    axum::Json(json!({ "moves": moves })).into_response()
+    let (answers, unreachable) = inspect_every_node(&state, InspectRequest::ShardMoves { limit })
+        .await
+        .select(|reply| match reply {
+            InspectReply::ShardMoves(moves) => Some(moves),
+            _ => None,
+        });
+    let mut moves: Vec<_> = answers.into_iter().flat_map(|(_, moves)| moves).collect();
+    // ISO 8601 UTC times with milliseconds sort as text.
+    moves.sort_by(|left, right| right.at.cmp(&left.at));
+    moves.truncate(limit);
+    axum::Json(json!({ "moves": moves, "unreachable": unreachable })).into_response()
+}
+
+/// Asks every member of the cluster (the single node: itself) and gathers the answers.
+async fn inspect_every_node(state: &AppState, request: InspectRequest) -> Gathered {
+    match &state.cluster {
+        Some(cluster) => cluster.inspect_members(&request).await,
+        None => Gathered {
+            answers: vec![(
+                state.node.id.clone(),
+                // A single node owns every shard from start to stop: nothing ever moves.
+                inspect::answer(&state.runtime, request, |_| Vec::new()).await,
+            )],
+            unreachable: Vec::new(),
+        },
+    }
 }
 
 #[derive(Deserialize)]
@@ -192,40 +216,115 @@ async fn actors(
             Some(ObjectId::parse(text).map_err(|_| ApiError::bad_request("after must be an id"))?)
         }
     };
-    let kinds = match query.kind.as_deref() {
-        None => vec![EntityKind::Ticket, EntityKind::Order],
-        Some(text) => vec![
-            text.parse()
+    let kind = match query.kind.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<EntityKind>()
                 .map_err(|()| ApiError::bad_request("kind must be ticket or order"))?,
-        ],
+        ),
     };
-    let mut live = Vec::new();
-    for kind in kinds {
-        live.extend(match kind {
-            EntityKind::Ticket => state.runtime.tickets.list_live(after, limit + 1).await,
-            EntityKind::Order => state.runtime.orders.list_live(after, limit + 1).await,
-        });
-    }
-    live.sort_by_key(|actor| actor.id);
+    // Each node answers its first `limit + 1` after `after`, by id: merged, the first `limit`
+    // are the page and one more says that another page follows.
+    let request = InspectRequest::LiveActors {
+        kind,
+        after,
+        limit: limit + 1,
+    };
+    let (answers, unreachable) =
+        inspect_every_node(&state, request)
+            .await
+            .select(|reply| match reply {
+                InspectReply::LiveActors(actors) => Some(actors),
+                _ => None,
+            });
+    let mut live: Vec<_> = answers
+        .into_iter()
+        .flat_map(|(node, actors)| actors.into_iter().map(move |actor| (node.clone(), actor)))
+        .collect();
+    live.sort_by(|(left_node, left), (right_node, right)| {
+        (left.id, left_node).cmp(&(right.id, right_node))
+    });
+    // During a hand-over an actor can briefly be live on its old and its new owner.
+    live.dedup_by_key(|(_, actor)| actor.id);
     let has_more = live.len() > limit;
     live.truncate(limit);
     let next = if has_more {
-        live.last().map(|actor| actor.id.to_string())
+        live.last().map(|(_, actor)| actor.id.to_string())
     } else {
         None
     };
     let actors: Vec<Value> = live
         .iter()
-        .map(|actor| {
+        .map(|(node, actor)| {
             json!({
-                "kind": actor.kind, "id": actor.id, "node": state.node.id, "shard": actor.shard,
+                "kind": actor.kind, "id": actor.id, "node": node, "shard": actor.shard,
                 "status": actor.snapshot.status, "version": actor.snapshot.version,
                 "mailboxDepth": actor.mailbox_depth, "restarts": actor.restarts,
                 "quarantined": actor.quarantined, "overloaded": actor.overloaded,
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "actors": actors, "next": next })).into_response())
+    Ok(
+        axum::Json(json!({ "actors": actors, "next": next, "unreachable": unreachable }))
+            .into_response(),
+    )
+}
+
+/// Where an entity's actor lives and what its node's directory knows about it.
+struct Whereabouts {
+    /// The node serving its shard (none while the shard is between owners).
+    node: Option<String>,
+    /// `None` when that node did not answer in time.
+    info: Option<EntityInfo>,
+}
+
+/// Asks the node serving `shard`, the entity's, about it (a single node asks itself).
+async fn locate(
+    state: &AppState,
+    kind: EntityKind,
+    id: ObjectId,
+    shard: usize,
+) -> Result<Whereabouts, ApiError> {
+    let request = InspectRequest::Actor { kind, id };
+    let Some(cluster) = &state.cluster else {
+        return Ok(Whereabouts {
+            node: Some(state.node.id.clone()),
+            info: match inspect::answer(&state.runtime, request, |_| Vec::new()).await {
+                InspectReply::Actor(info) => Some(info),
+                _ => None,
+            },
+        });
+    };
+    let owner = cluster
+        .shard_owner(kind, u32::try_from(shard).unwrap_or(u32::MAX))
+        .await
+        .map_err(|error| {
+            tracing::warn!(error = %error, "reading a shard lease failed");
+            ApiError::unavailable(Duration::from_secs(1))
+        })?;
+    let Some(owner) = owner else {
+        // Between owners nobody hosts the actor: its last owner drained it.
+        let info = EntityInfo {
+            shard,
+            active: false,
+            mailbox_depth: 0,
+            restarts: 0,
+            quarantined: false,
+            overloaded: false,
+        };
+        return Ok(Whereabouts {
+            node: None,
+            info: Some(info),
+        });
+    };
+    let info = match cluster.inspect_node(&owner, &request).await {
+        Some(InspectReply::Actor(info)) => Some(info),
+        _ => None,
+    };
+    Ok(Whereabouts {
+        node: Some(owner),
+        info,
+    })
 }
 
 async fn actor(
@@ -234,63 +333,102 @@ async fn actor(
 ) -> Result<Response, ApiError> {
     let kind: EntityKind = kind.parse().map_err(|()| ApiError::not_found())?;
     let id = ObjectId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let (info, view) = match kind {
+    // The persisted part (state, transitions) comes from the store, wherever the actor lives.
+    let (version, entity, transitions) = match kind {
         EntityKind::Ticket => {
             let record = state
                 .store
                 .load_ticket(TicketId(id))
                 .await
-                .map_err(store_error)?;
-            let record = record.ok_or_else(ApiError::not_found)?;
-            (
-                state.runtime.tickets.info(id).await,
-                (
-                    record.state.version,
-                    ticket_json(&record.state),
-                    record.transitions,
-                ),
-            )
+                .map_err(store_error)?
+                .ok_or_else(ApiError::not_found)?;
+            let state = ticket_json(&record.state);
+            (record.state.version, state, record.transitions)
         }
         EntityKind::Order => {
             let record = state
                 .store
                 .load_order(OrderId(id))
                 .await
-                .map_err(store_error)?;
-            let record = record.ok_or_else(ApiError::not_found)?;
-            (
-                state.runtime.orders.info(id).await,
-                (
-                    record.state.version,
-                    order_json(&record.state),
-                    record.transitions,
-                ),
-            )
+                .map_err(store_error)?
+                .ok_or_else(ApiError::not_found)?;
+            let state = order_json(&record.state);
+            (record.state.version, state, record.transitions)
         }
     };
-    let (version, entity, transitions) = view;
+    // Every node has the same shard count, so any node knows which shard the entity is on.
+    let shard = match kind {
+        EntityKind::Ticket => state.runtime.tickets.shard_of(id),
+        EntityKind::Order => state.runtime.orders.shard_of(id),
+    };
+    let whereabouts = locate(&state, kind, id, shard).await?;
     let transitions: Vec<Value> = transitions.iter().map(transition_json).collect();
+    // When the serving node does not answer, only the persisted part is known.
+    let live = whereabouts.info.as_ref();
+    let unreachable: Vec<&String> = whereabouts.node.iter().filter(|_| live.is_none()).collect();
     Ok(axum::Json(json!({
         "kind": kind,
         "id": id,
-        "node": state.node.id,
-        "shard": info.shard,
-        "status": if info.active { "active" } else { "passivated" },
+        "node": whereabouts.node,
+        "shard": shard,
+        "status": match live {
+            Some(info) if info.active => "active",
+            Some(_) => "passivated",
+            None => "unknown",
+        },
         "version": version,
         "state": entity,
-        "mailboxDepth": info.mailbox_depth,
+        "mailboxDepth": live.map(|info| info.mailbox_depth),
         "mailboxLimit": state.runtime.config.directory.mailbox_limit,
-        "overloaded": info.overloaded,
-        "restarts": info.restarts,
-        "quarantined": info.quarantined,
+        "overloaded": live.map(|info| info.overloaded),
+        "restarts": live.map(|info| info.restarts),
+        "quarantined": live.map(|info| info.quarantined),
         "transitions": transitions,
+        "unreachable": unreachable,
     }))
     .into_response())
 }
 
-async fn tail(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// Where the tail's transitions come from: this node's actors on a single node, every node's
+/// (relayed over NATS) in a cluster.
+enum Transitions {
+    Local(tokio::sync::broadcast::Receiver<TransitionNotice>),
+    Cluster(std::pin::Pin<Box<dyn Stream<Item = TransitionNotice> + Send>>),
+}
+
+impl Transitions {
+    async fn open(state: &AppState) -> Result<Transitions, ApiError> {
+        match &state.cluster {
+            None => Ok(Transitions::Local(state.runtime.tail.subscribe())),
+            Some(cluster) => {
+                let stream = cluster.subscribe_transitions().await.map_err(|error| {
+                    tracing::warn!(error = %error, "subscribing to the cluster's transitions failed");
+                    ApiError::unavailable(Duration::from_secs(1))
+                })?;
+                Ok(Transitions::Cluster(Box::pin(stream)))
+            }
+        }
+    }
+
+    /// The next transition, `Err(skipped)` when a slow reader missed some, `None` at the end.
+    async fn next(&mut self) -> Option<Result<TransitionNotice, u64>> {
+        use tokio::sync::broadcast::error::RecvError;
+        match self {
+            Transitions::Local(receiver) => match receiver.recv().await {
+                Ok(notice) => Some(Ok(notice)),
+                Err(RecvError::Lagged(skipped)) => Some(Err(skipped)),
+                Err(RecvError::Closed) => None,
+            },
+            Transitions::Cluster(stream) => stream.next().await.map(Ok),
+        }
+    }
+}
+
+async fn tail(
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let mut events = state.bus.subscribe("boxoffice.events.>", 1024);
-    let mut transitions = state.runtime.tail.subscribe();
+    let mut transitions = Transitions::open(&state).await?;
     let stream = async_stream_like(move |sender| async move {
         loop {
             let item = tokio::select! {
@@ -300,16 +438,16 @@ async fn tail(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Ev
                     )),
                     None => return,
                 },
-                transition = transitions.recv() => match transition {
-                    Ok(notice) => Event::default().event("transition").json_data(json!({
+                transition = transitions.next() => match transition {
+                    Some(Ok(notice)) => Event::default().event("transition").json_data(json!({
                         "kind": notice.kind,
                         "id": notice.id,
                         "transition": transition_json(&notice.transition),
                     })),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
+                    Some(Err(skipped)) => {
                         Ok(Event::default().event("lagged").data(skipped.to_string()))
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    None => return,
                 },
             };
             let Ok(item) = item else { continue };
@@ -318,7 +456,7 @@ async fn tail(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Ev
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// Turns a producer task into a stream (the task ends when the client goes away).

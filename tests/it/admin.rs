@@ -31,7 +31,7 @@ const ASSETS: [&str; 9] = [
 ];
 
 /// The keys of a transition, in the history and on the tail.
-const TRANSITION_KEYS: [&str; 7] = [
+pub(crate) const TRANSITION_KEYS: [&str; 7] = [
     "at",
     "message",
     "requestId",
@@ -54,7 +54,7 @@ fn keys(value: &Value) -> BTreeSet<&str> {
 }
 
 #[track_caller]
-fn assert_keys(value: &Value, expected: &[&str]) {
+pub(crate) fn assert_keys(value: &Value, expected: &[&str]) {
     assert_eq!(
         keys(value),
         expected.iter().copied().collect::<BTreeSet<&str>>(),
@@ -232,7 +232,7 @@ async fn the_shard_count_follows_the_flag_and_one_node_records_no_moves() {
     for path in ["/admin/api/shard-moves", "/admin/api/shard-moves?limit=3"] {
         let moves = app.get(path, &Auth::Admin).await;
         assert_eq!(moves.status, StatusCode::OK, "{moves:?}");
-        assert_eq!(moves.body, json!({"moves": []}));
+        assert_eq!(moves.body, json!({"moves": [], "unreachable": []}));
     }
 }
 
@@ -292,7 +292,8 @@ async fn live_actors_page_by_id_with_their_mailbox_and_health() {
         .get("/admin/api/actors?kind=ticket&limit=2", &Auth::Admin)
         .await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
-    assert_keys(&first.body, &["actors", "next"]);
+    assert_keys(&first.body, &["actors", "next", "unreachable"]);
+    assert_eq!(first.body["unreachable"], json!([]));
     let page = first.body["actors"].as_array().unwrap();
     assert_eq!(page.len(), 2);
     for actor in page {
@@ -418,9 +419,11 @@ async fn a_reservation_and_a_payment_appear_in_the_ticket_and_order_histories() 
             "restarts",
             "quarantined",
             "transitions",
+            "unreachable",
         ],
     );
     assert_eq!(view["kind"], "ticket");
+    assert_eq!(view["unreachable"], json!([]));
     assert_eq!(view["status"], "active");
     assert_eq!(
         view["state"], ticket,
@@ -562,7 +565,7 @@ async fn an_expiry_appears_in_the_ticket_and_order_histories() {
 
 /// Reads the tail until `is_done` holds for the frames seen so far, or panics after a deadline.
 /// Frames are `(event, data)`.
-async fn read_tail_until(
+pub(crate) async fn read_tail_until(
     response: &mut reqwest::Response,
     what: &str,
     mut is_done: impl FnMut(&[(String, Value)]) -> bool,
@@ -597,7 +600,7 @@ async fn read_tail_until(
     frames
 }
 
-async fn open_tail(app: &TestApp) -> reqwest::Response {
+pub(crate) async fn open_tail(app: &TestApp) -> reqwest::Response {
     let response = app
         .client
         .get(app.url("/admin/api/tail"))

@@ -3,6 +3,7 @@
 
 mod actors;
 mod admin;
+mod admin_cluster;
 mod auth;
 mod bad_input;
 mod browser;

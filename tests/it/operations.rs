@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Auth, TestApp};
 
@@ -82,6 +82,125 @@ async fn the_openapi_document_lists_every_route_of_the_contract() {
             paths.get(path).and_then(|item| item.get(method)).is_some(),
             "{method} {path} is not documented"
         );
+    }
+}
+
+/// What in `value` the OpenAPI `schema` does not describe: a missing required key, a key it
+/// does not name, a value of another type or outside its enum. Follows `$ref`s, array items and
+/// `oneOf` (one option must fit).
+fn undescribed(document: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let target = &document["components"]["schemas"][name];
+        assert!(target.is_object(), "{reference} is not in the document");
+        return undescribed(document, target, value, at);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let problems: Vec<Vec<String>> = options
+            .iter()
+            .map(|option| undescribed(document, option, value, at))
+            .collect();
+        return if problems.iter().any(Vec::is_empty) {
+            Vec::new()
+        } else {
+            problems.concat()
+        };
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return vec![format!("{at}: {value} is not one of {allowed:?}")];
+    }
+    let value_type = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(number) if number.is_u64() || number.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(name) => vec![name.as_str()],
+        Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let fits = |name: &str| name == value_type || (name == "number" && value_type == "integer");
+    if !types.is_empty() && !types.iter().any(|name| fits(name)) {
+        return vec![format!(
+            "{at}: {value_type} where the schema says {types:?}"
+        )];
+    }
+    let mut problems = Vec::new();
+    if let Value::Object(fields) = value
+        && let Some(properties) = schema["properties"].as_object()
+    {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let required = required.as_str().unwrap();
+            if !fields.contains_key(required) {
+                problems.push(format!("{at}: required {required} is missing"));
+            }
+        }
+        for (key, field) in fields {
+            match properties.get(key) {
+                Some(property) => problems.extend(undescribed(
+                    document,
+                    property,
+                    field,
+                    &format!("{at}.{key}"),
+                )),
+                None => problems.push(format!("{at}: {key} is not in the schema")),
+            }
+        }
+    }
+    if let Value::Array(items) = value
+        && schema["items"].is_object()
+    {
+        for (index, item) in items.iter().enumerate() {
+            problems.extend(undescribed(
+                document,
+                &schema["items"],
+                item,
+                &format!("{at}[{index}]"),
+            ));
+        }
+    }
+    problems
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_what_the_admin_api_returns() {
+    let app = TestApp::spawn().await;
+    let document = app.get("/openapi.json", &Auth::None).await.body;
+    let seller = app.new_user().await;
+    let ticket = app.create_ticket(&seller, "described", json!(7)).await;
+    let ticket_id = ticket["id"].as_str().unwrap();
+    let order = app.order_ok(&app.new_user().await, ticket_id).await;
+    let order_id = order["id"].as_str().unwrap();
+    for (route, path) in [
+        ("/admin/api/cluster", "/admin/api/cluster".to_string()),
+        (
+            "/admin/api/shard-moves",
+            "/admin/api/shard-moves".to_string(),
+        ),
+        ("/admin/api/events", "/admin/api/events".to_string()),
+        ("/admin/api/actors", "/admin/api/actors".to_string()),
+        (
+            "/admin/api/actors/{kind}/{id}",
+            format!("/admin/api/actors/ticket/{ticket_id}"),
+        ),
+        (
+            "/admin/api/actors/{kind}/{id}",
+            format!("/admin/api/actors/order/{order_id}"),
+        ),
+    ] {
+        let response = app.get(&path, &Auth::Admin).await;
+        assert_eq!(response.status, StatusCode::OK, "{path}: {response:?}");
+        let schema = &document["paths"][route]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"];
+        assert!(schema.is_object(), "{route} has no response schema");
+        let problems = undescribed(&document, schema, &response.body, path.as_str());
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }
 

@@ -2,13 +2,14 @@
 // passivated, mailbox depth, restarts, quarantine) and its transition timeline, newest last.
 
 import { getJson } from "./api.js";
-import { badge, byId, display, element, replaceChildren, row, show, time } from "./dom.js";
+import { badge, byId, display, element, replaceChildren, row, show, showUnreachable, time } from "./dom.js";
 
 /** Loads and shows the actor `kind`/`id`. */
 export async function showActor(kind, id) {
   byId("actor-title").textContent = `${kind} ${id}`;
   const actor = await getJson(`/admin/api/actors/${encodeURIComponent(kind)}/${encodeURIComponent(id)}`);
   renderSummary(actor);
+  showUnreachable("actor-unreachable", actor.unreachable);
   // Pretty-printed JSON as text: titles and other user input are never parsed as HTML.
   byId("actor-state").textContent = JSON.stringify(actor.state, null, 2);
   renderTransitions(actor.transitions || []);
@@ -21,7 +22,8 @@ function summaryEntry(term, value, key) {
 }
 
 function renderSummary(actor) {
-  const depth = `${actor.mailboxDepth}${actor.mailboxLimit ? ` of ${actor.mailboxLimit}` : ""}`;
+  // The live fields are null when the node serving the actor did not answer (status "unknown").
+  const depth = `${display(actor.mailboxDepth)}${actor.mailboxLimit ? ` of ${actor.mailboxLimit}` : ""}`;
   const entries = [
     summaryEntry("Kind", actor.kind, "kind"),
     summaryEntry("Status", badge(actor.status, actor.status === "active" ? "ok" : "muted"), "status"),
@@ -36,7 +38,7 @@ function renderSummary(actor) {
     summaryEntry("Restarts", actor.restarts, "restarts"),
     summaryEntry(
       "Quarantined",
-      actor.quarantined ? badge("quarantined", "danger") : element("span", { text: "no" }),
+      actor.quarantined ? badge("quarantined", "danger") : element("span", { text: actor.quarantined === false ? "no" : "—" }),
       "quarantined",
     ),
   ];

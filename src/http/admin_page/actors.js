@@ -2,7 +2,7 @@
 // actors with their mailbox depth, restarts, and overload and quarantine flags.
 
 import { ApiError, getJson } from "./api.js";
-import { badge, byId, element, replaceChildren, row, show } from "./dom.js";
+import { badge, byId, element, replaceChildren, row, show, showUnreachable } from "./dom.js";
 
 const PAGE_SIZE = 50;
 const ID_PATTERN = /^[0-9a-fA-F]{24}$/;
@@ -87,6 +87,7 @@ export async function showActors(after) {
   });
   replaceChildren(byId("actors-table").tBodies[0], rows);
   show(byId("actors-empty"), actors.length === 0 && !after);
+  showUnreachable("actors-unreachable", page.unreachable);
   const next = byId("actors-next");
   next.disabled = !page.next;
   if (page.next) next.dataset.after = page.next;

@@ -2,7 +2,7 @@
 // shard moves.
 
 import { getJson } from "./api.js";
-import { byId, display, element, ownerColour, replaceChildren, row, show, time } from "./dom.js";
+import { byId, display, element, ownerColour, replaceChildren, row, show, showUnreachable, time } from "./dom.js";
 
 const MOVES_SHOWN = 20;
 
@@ -18,6 +18,7 @@ export async function showCluster() {
   renderLegend(nodes, shards);
   renderGrids(shards);
   renderMoves(moves.moves || []);
+  showUnreachable("moves-unreachable", moves.unreachable);
 }
 
 function swatch(owner) {

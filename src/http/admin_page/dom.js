@@ -50,6 +50,15 @@ export function display(value) {
   return String(value);
 }
 
+/** Names the cluster members that did not answer in time (hidden when all did). */
+export function showUnreachable(id, nodes) {
+  const notice = byId(id);
+  const missing = nodes || [];
+  notice.textContent =
+    missing.length === 0 ? "" : `No answer in time from ${missing.join(", ")}: what they host is not shown.`;
+  show(notice, missing.length > 0);
+}
+
 /** Shows or hides an element. */
 export function show(node, isShown) {
   node.hidden = !isShown;
