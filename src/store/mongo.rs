@@ -594,19 +594,30 @@ impl Store for MongoStore {
 
     async fn raise_fence(&self, kind: &str, shard: u32, epoch: u64) -> Result<u64, StoreError> {
         let epoch = i64::try_from(epoch).map_err(|_| corrupt("fence epoch beyond Int64"))?;
-        let document = self
-            .collections
-            .shard_fences
-            .find_one_and_update(
-                doc! {"_id": fence_id(kind, shard)},
-                doc! {"$max": {"epoch": epoch}},
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| corrupt("fence upsert returned no document"))?;
-        read_u64(&document, "epoch")
+        // Two first raises of a shard race to insert its document: MongoDB fails the loser
+        // with a duplicate key (SecantusDB answers it with no document). The document exists
+        // then, so the second attempt updates it.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let raised = self
+                .collections
+                .shard_fences
+                .find_one_and_update(
+                    doc! {"_id": fence_id(kind, shard)},
+                    doc! {"$max": {"epoch": epoch}},
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match raised {
+                Ok(Some(document)) => return read_u64(&document, "epoch"),
+                Ok(None) if attempts < 3 => {}
+                Err(error) if is_duplicate_key(&error) && attempts < 3 => {}
+                Ok(None) => return Err(corrupt("fence upsert returned no document")),
+                Err(error) => return Err(unavailable(error)),
+            }
+        }
     }
 
     async fn load_ticket(&self, id: TicketId) -> Result<Option<Stored<Ticket>>, StoreError> {
