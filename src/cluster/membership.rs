@@ -116,6 +116,8 @@ pub struct ClusterBuckets {
     config: kv::Store,
     members_bucket: String,
     generation: u64,
+    /// How long listing a bucket may take (see `read_all`).
+    list_timeout: Duration,
 }
 
 impl ClusterBuckets {
@@ -145,6 +147,9 @@ impl ClusterBuckets {
                 .await?,
             members_bucket,
             generation: u64::try_from(created.unix_timestamp()).unwrap_or(0),
+            // A round lists both buckets between two renewals (every TTL/3): a listing that
+            // takes longer fails the round, which the next tick retries.
+            list_timeout: lease_ttl / 3,
         })
     }
 
@@ -233,7 +238,7 @@ impl ClusterBuckets {
     /// The live members, by id.
     pub async fn members(&self) -> Result<BTreeMap<String, MemberRecord>, ClusterError> {
         let mut members = BTreeMap::new();
-        for (key, value, _) in read_all(&self.members).await? {
+        for (key, value, _) in read_all(&self.members, self.list_timeout).await? {
             if !key.starts_with("node.") {
                 continue;
             }
@@ -305,7 +310,7 @@ impl ClusterBuckets {
     /// Every held lease.
     pub async fn leases(&self) -> Result<BTreeMap<(EntityKind, u32), LeaseView>, ClusterError> {
         let mut leases = BTreeMap::new();
-        for (key, value, revision) in read_all(&self.shards).await? {
+        for (key, value, revision) in read_all(&self.shards, self.list_timeout).await? {
             let Some(shard) = parse_lease_key(&key) else {
                 continue;
             };
@@ -329,12 +334,27 @@ impl ClusterBuckets {
 }
 
 /// Every live key of a bucket with its value and revision (deleted keys left out).
-async fn read_all(store: &kv::Store) -> Result<Vec<(String, bytes::Bytes, u64)>, ClusterError> {
-    let mut keys = store.keys().await.map_err(unavailable)?;
-    let mut names = Vec::new();
-    while let Some(key) = keys.next().await {
-        names.push(key.map_err(unavailable)?);
-    }
+///
+/// Listing the keys (an ordered consumer that ends once it has delivered everything) sometimes
+/// never ends: seen on a node's first round when three nodes start together on nats-server
+/// 2.9.10 (nats-server#3481 reports listings hanging while keys expire by `max_age`). Unbounded,
+/// it held the control loop forever: the node took no shard, stopped heartbeating and was never
+/// ready. The listing gets `timeout`; the next round lists again with a new consumer.
+async fn read_all(
+    store: &kv::Store,
+    timeout: Duration,
+) -> Result<Vec<(String, bytes::Bytes, u64)>, ClusterError> {
+    let list = async {
+        let mut keys = store.keys().await.map_err(unavailable)?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(unavailable)?);
+        }
+        Ok::<_, ClusterError>(names)
+    };
+    let names = tokio::time::timeout(timeout, list).await.map_err(|_| {
+        ClusterError::Unavailable(format!("listing the keys took longer than {timeout:?}"))
+    })??;
     let mut entries = Vec::with_capacity(names.len());
     for key in names {
         if let Some(entry) = store.entry(key.clone()).await.map_err(unavailable)?
