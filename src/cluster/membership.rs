@@ -168,7 +168,25 @@ impl ClusterBuckets {
     }
 
     /// Pins the shard count on first use; refuses a node whose count differs.
+    ///
+    /// Right after another node of a new cluster created the config bucket, nats-server 2.9.10
+    /// can answer a read of it with "no stream found for given subject": the node exited at
+    /// start. Such a failure is retried a few times before it counts.
     pub async fn check_shard_count(&self, shards: u32) -> Result<(), ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match self.pin_shard_count(shards).await {
+                Err(ClusterError::Unavailable(reason)) if attempt < 5 => {
+                    tracing::debug!(reason, attempt, "reading the shard count failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn pin_shard_count(&self, shards: u32) -> Result<(), ClusterError> {
         let value = bytes::Bytes::from(shards.to_string());
         match self.config.create("shards", value).await {
             Ok(_) => Ok(()),
