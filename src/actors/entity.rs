@@ -15,7 +15,7 @@
 //! It must not know what a ticket or an order is: entity actors implement `EntityActor`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,9 @@ pub struct EntityCell {
     service_micros: AtomicU64,
     started: Instant,
     snapshot: std::sync::Mutex<Snapshot>,
+    /// Set before the activation is stopped on purpose (stale, handed over): the requests still
+    /// queued in its mailbox are dropped unanswered, and that is not a crash.
+    retired: AtomicBool,
 }
 
 impl EntityCell {
@@ -103,7 +106,17 @@ impl EntityCell {
             service_micros: AtomicU64::new(1000),
             started,
             snapshot: std::sync::Mutex::new(Snapshot::default()),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the activation as stopped on purpose; call before stopping it.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Requests queued or running in the actor.
@@ -434,6 +447,14 @@ impl<A: EntityActor> EntityTable<A> {
         match result {
             Ok(CallResult::Success(answer)) => answer,
             Ok(CallResult::Timeout) => Err(ActorError::Timeout),
+            // The request was still queued when the activation was stopped on purpose (another
+            // activation or a newer owner wrote the entity, or the shard was handed over): it
+            // never ran, and asking again reaches the current activation or owner.
+            Ok(CallResult::SenderError) if entry.cell.is_retired() => {
+                Err(ActorError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                })
+            }
             // The reply port was dropped unanswered: the handler crashed. Forget that
             // activation now, so the next request never meets the dead actor.
             Ok(CallResult::SenderError) => {
@@ -617,6 +638,7 @@ impl<A: EntityActor> EntityTable<A> {
         for entry in &entries {
             if entry.actor.drain_and_wait(Some(deadline)).await.is_err() {
                 in_time = false;
+                entry.cell.retire();
                 entry.actor.stop(Some("hand-over deadline".into()));
             }
         }

@@ -153,6 +153,7 @@ impl Actor for OrderActor {
         };
         state.cell.record_service_time(started.elapsed());
         if stale {
+            state.cell.retire();
             myself.stop(Some("stale: version conflict".into()));
         }
         Ok(())

@@ -90,6 +90,7 @@ impl Actor for TicketActor {
         state.cell.record_service_time(started.elapsed());
         if stale {
             // Another activation wrote this ticket: this copy must not serve it any more.
+            state.cell.retire();
             myself.stop(Some("stale: version conflict".into()));
         }
         Ok(())

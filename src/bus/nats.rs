@@ -147,15 +147,12 @@ impl NatsBus {
             num_replicas: 1,
             ..Default::default()
         };
-        jetstream
-            .get_or_create_stream(config)
-            .await
-            .map_err(|error| {
-                BusError::Unavailable(format!(
-                    "cannot create stream {}: {error}",
-                    options.stream_name
-                ))
-            })?;
+        ensure_stream(&jetstream, config).await.map_err(|error| {
+            BusError::Unavailable(format!(
+                "cannot create stream {}: {error}",
+                options.stream_name
+            ))
+        })?;
         tracing::info!(stream = %options.stream_name, prefix = %options.subject_prefix, "nats bus ready");
         let subjects = SubjectMap {
             prefix: options.subject_prefix.clone(),
@@ -536,6 +533,24 @@ impl EventConsumer {
     /// How many duplicates were skipped so far.
     pub fn duplicates_skipped(&self) -> u64 {
         self.duplicates
+    }
+}
+
+/// Binds the stream `config` names, creating it when it is missing. Processes that start
+/// together race to create it, and nats-server 2.9.10 can answer the loser's create with an
+/// error ("subjects overlap with an existing stream", 10065) instead of the stream: after a
+/// failed create, the stream the winner made is bound by name.
+pub async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, String> {
+    let name = config.name.clone();
+    match jetstream.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(error) => jetstream
+            .get_stream(&name)
+            .await
+            .map_err(|_| error.to_string()),
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
+use crate::bus::nats::ensure_stream;
+
 /// The longest duplicate window a bucket gets (and never more than its `max_age`).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -59,10 +61,9 @@ pub async fn ensure_kv_bucket(
         num_replicas: 1,
         ..Default::default()
     };
-    let mut existing = jetstream
-        .get_or_create_stream(config.clone())
+    let mut existing = ensure_stream(jetstream, config.clone())
         .await
-        .map_err(|error| KvError::Unavailable(error.to_string()))?;
+        .map_err(KvError::Unavailable)?;
     let info = existing
         .info()
         .await

@@ -119,6 +119,8 @@ pub struct ClusterBuckets {
     config: kv::Store,
     members_bucket: String,
     generation: u64,
+    /// How long listing a bucket may take (see `read_all`).
+    list_timeout: Duration,
 }
 
 impl ClusterBuckets {
@@ -148,6 +150,9 @@ impl ClusterBuckets {
                 .await?,
             members_bucket,
             generation: u64::try_from(created.unix_timestamp()).unwrap_or(0),
+            // A round lists both buckets between two renewals (every TTL/3): a listing that
+            // takes longer fails the round, which the next tick retries.
+            list_timeout: lease_ttl / 3,
         })
     }
 
@@ -166,7 +171,25 @@ impl ClusterBuckets {
     }
 
     /// Pins the shard count on first use; refuses a node whose count differs.
+    ///
+    /// Right after another node of a new cluster created the config bucket, nats-server 2.9.10
+    /// can answer a read of it with "no stream found for given subject": the node exited at
+    /// start. Such a failure is retried a few times before it counts.
     pub async fn check_shard_count(&self, shards: u32) -> Result<(), ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match self.pin_shard_count(shards).await {
+                Err(ClusterError::Unavailable(reason)) if attempt < 5 => {
+                    tracing::debug!(reason, attempt, "reading the shard count failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn pin_shard_count(&self, shards: u32) -> Result<(), ClusterError> {
         let value = bytes::Bytes::from(shards.to_string());
         match self.config.create("shards", value).await {
             Ok(_) => Ok(()),
@@ -236,7 +259,7 @@ impl ClusterBuckets {
     /// The live members, by id.
     pub async fn members(&self) -> Result<BTreeMap<String, MemberRecord>, ClusterError> {
         let mut members = BTreeMap::new();
-        for (key, value, _) in read_all(&self.members).await? {
+        for (key, value, _) in read_all(&self.members, self.list_timeout).await? {
             if !key.starts_with("node.") {
                 continue;
             }
@@ -336,7 +359,7 @@ impl ClusterBuckets {
     /// Every held lease.
     pub async fn leases(&self) -> Result<BTreeMap<(EntityKind, u32), LeaseView>, ClusterError> {
         let mut leases = BTreeMap::new();
-        for (key, value, revision) in read_all(&self.shards).await? {
+        for (key, value, revision) in read_all(&self.shards, self.list_timeout).await? {
             let Some(shard) = parse_lease_key(&key) else {
                 continue;
             };
@@ -360,12 +383,27 @@ impl ClusterBuckets {
 }
 
 /// Every live key of a bucket with its value and revision (deleted keys left out).
-async fn read_all(store: &kv::Store) -> Result<Vec<(String, bytes::Bytes, u64)>, ClusterError> {
-    let mut keys = store.keys().await.map_err(unavailable)?;
-    let mut names = Vec::new();
-    while let Some(key) = keys.next().await {
-        names.push(key.map_err(unavailable)?);
-    }
+///
+/// Listing the keys (an ordered consumer that ends once it has delivered everything) sometimes
+/// never ends: seen on a node's first round when three nodes start together on nats-server
+/// 2.9.10 (nats-server#3481 reports listings hanging while keys expire by `max_age`). Unbounded,
+/// it held the control loop forever: the node took no shard, stopped heartbeating and was never
+/// ready. The listing gets `timeout`; the next round lists again with a new consumer.
+async fn read_all(
+    store: &kv::Store,
+    timeout: Duration,
+) -> Result<Vec<(String, bytes::Bytes, u64)>, ClusterError> {
+    let list = async {
+        let mut keys = store.keys().await.map_err(unavailable)?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(unavailable)?);
+        }
+        Ok::<_, ClusterError>(names)
+    };
+    let names = tokio::time::timeout(timeout, list).await.map_err(|_| {
+        ClusterError::Unavailable(format!("listing the keys took longer than {timeout:?}"))
+    })??;
     // One get per key, many in flight: a cluster of 256 shards per kind reads 512 leases a round.
     let entries: Vec<Option<(String, bytes::Bytes, u64)>> = futures::stream::iter(names)
         .map(|key| async move {

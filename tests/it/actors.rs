@@ -1,16 +1,17 @@
 //! The actor promises made observable: bounded admission (503 + Retry-After, nothing changed),
 //! passivation (the live count drops, a re-activated actor keeps its version), and supervision
 //! (a crash answers an error, the actor restarts from its persisted state, and an entity that
-//! keeps crashing is quarantined).
+//! keeps crashing is quarantined). In a cluster each of these is a promise of the node hosting
+//! the actor, so the tests ask that node for live actors, actor views, metrics and crash hooks.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{AppOptions, Auth, TestApp};
+use crate::harness::{Api, AppOptions, Auth, TestApp};
 
-async fn live_ids(app: &TestApp, kind: &str) -> Vec<String> {
+async fn live_ids(app: &Api, kind: &str) -> Vec<String> {
     let response = app
         .get(
             &format!("/admin/api/actors?kind={kind}&limit=1000"),
@@ -83,7 +84,8 @@ async fn a_full_mailbox_answers_503_with_retry_after_and_changes_nothing() {
         .filter(|event| event["name"] == "ticket.updated" && event["data"]["id"] == json!(id))
         .count();
     assert_eq!(updated, accepted);
-    let metrics = app.get("/metrics", &Auth::None).await.text;
+    let host = app.owner("ticket", &id).await;
+    let metrics = host.get("/metrics", &Auth::None).await.text;
     assert!(
         metrics.contains(
             "boxoffice_actor_admission_refusals_total{kind=\"ticket\",reason=\"mailbox_full\"}"
@@ -106,15 +108,16 @@ async fn idle_actors_are_passivated_and_come_back_with_their_version() {
         )
         .await;
     assert_eq!(updated.body["version"], json!(1));
-    assert!(live_ids(&app, "ticket").await.contains(&id));
+    let host = app.owner("ticket", &id).await;
+    assert!(live_ids(&host, "ticket").await.contains(&id));
 
     app.eventually(
         "the ticket actor to be passivated",
         Duration::from_secs(30),
-        || async { (!live_ids(&app, "ticket").await.contains(&id)).then_some(()) },
+        || async { (!live_ids(&host, "ticket").await.contains(&id)).then_some(()) },
     )
     .await;
-    let detail = app
+    let detail = host
         .get(&format!("/admin/api/actors/ticket/{id}"), &Auth::Admin)
         .await;
     assert_eq!(detail.body["status"], "passivated");
@@ -124,10 +127,10 @@ async fn idle_actors_are_passivated_and_come_back_with_their_version() {
         "inspection reads the store"
     );
     assert!(
-        !live_ids(&app, "ticket").await.contains(&id),
+        !live_ids(&host, "ticket").await.contains(&id),
         "looking at a passivated actor does not activate it"
     );
-    let metrics = app.get("/metrics", &Auth::None).await.text;
+    let metrics = host.get("/metrics", &Auth::None).await.text;
     assert!(
         metrics.contains("boxoffice_actors_live{kind=\"ticket\"} 0"),
         "{metrics}"
@@ -151,8 +154,11 @@ async fn idle_actors_are_passivated_and_come_back_with_their_version() {
     );
 }
 
-async fn arm_crash(app: &TestApp, kind: &str, id: &str) {
+/// Arms the crash hook of the `kind` actor `id` on the node hosting it.
+async fn arm_crash(app: &Api, kind: &str, id: &str) {
     let armed = app
+        .owner(kind, id)
+        .await
         .post(
             &format!("/admin/api/test/crash/{kind}/{id}"),
             &Auth::Admin,
@@ -184,6 +190,8 @@ async fn a_crash_answers_an_error_and_the_actor_restarts_from_its_persisted_stat
     assert_eq!(after.body["version"], json!(0));
     assert_eq!(after.body["title"], "fragile");
     let detail = app
+        .owner("ticket", &id)
+        .await
         .get(&format!("/admin/api/actors/ticket/{id}"), &Auth::Admin)
         .await;
     assert_eq!(detail.body["restarts"], json!(1));
@@ -232,6 +240,8 @@ async fn an_entity_that_keeps_crashing_is_quarantined() {
     refused.assert_error(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
     assert!(refused.headers.contains_key("retry-after"));
     let detail = app
+        .owner("ticket", &id)
+        .await
         .get(&format!("/admin/api/actors/ticket/{id}"), &Auth::Admin)
         .await;
     assert_eq!(detail.body["quarantined"], Value::Bool(true));

@@ -10,7 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, AppOptions, Auth, JWT_KEY, TestApp, User, parse_time};
+use crate::harness::{
+    ADMIN_TOKEN, Api, AppOptions, Auth, JWT_KEY, TestApp, User, parse_time, shards_per_kind,
+};
 
 /// The Content-Security-Policy the page is served with (the issue's wording, exactly).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -62,8 +64,11 @@ pub(crate) fn assert_keys(value: &Value, expected: &[&str]) {
     );
 }
 
-async fn actor_view(app: &TestApp, kind: &str, id: &str) -> Value {
+/// The actor view, as the node hosting the actor shows it (another node shows it passivated).
+async fn actor_view(app: &Api, kind: &str, id: &str) -> Value {
     let response = app
+        .owner(kind, id)
+        .await
         .get(&format!("/admin/api/actors/{kind}/{id}"), &Auth::Admin)
         .await;
     assert_eq!(response.status, StatusCode::OK, "{kind} {id}: {response:?}");
@@ -172,33 +177,37 @@ async fn every_admin_endpoint_refuses_a_missing_or_wrong_token_with_the_contract
 }
 
 #[tokio::test]
-async fn the_cluster_shows_this_node_owning_every_shard_of_each_kind() {
+async fn the_cluster_shows_its_nodes_and_an_owner_for_every_shard_of_each_kind() {
     let app = TestApp::spawn().await;
     let response = app.get("/admin/api/cluster", &Auth::Admin).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_keys(&response.body, &["nodes", "shards"]);
     let nodes = response.body["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 1, "{nodes:?}");
-    let node = &nodes[0];
-    assert_keys(
-        node,
-        &["id", "address", "roles", "startedAt", "lastHeartbeat"],
-    );
-    let node_id = node["id"].as_str().unwrap();
-    assert!(!node_id.is_empty());
-    assert!(!node["address"].as_str().unwrap().is_empty());
-    let roles: HashSet<&str> = node["roles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|role| role.as_str().unwrap())
-        .collect();
-    for role in ["auth", "tickets", "orders", "payments", "expiration"] {
-        assert!(roles.contains(role), "{roles:?} lacks {role}");
+    assert_eq!(nodes.len(), app.node_count(), "{nodes:?}");
+    let mut node_ids = HashSet::new();
+    for node in nodes {
+        assert_keys(
+            node,
+            &["id", "address", "roles", "startedAt", "lastHeartbeat"],
+        );
+        let node_id = node["id"].as_str().unwrap();
+        assert!(!node_id.is_empty());
+        assert!(node_ids.insert(node_id), "node ids are unique: {nodes:?}");
+        assert!(!node["address"].as_str().unwrap().is_empty());
+        let roles: HashSet<&str> = node["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|role| role.as_str().unwrap())
+            .collect();
+        for role in ["auth", "tickets", "orders", "payments", "expiration"] {
+            assert!(roles.contains(role), "{roles:?} lacks {role}");
+        }
+        let started = parse_time(&node["startedAt"]);
+        let heartbeat = parse_time(&node["lastHeartbeat"]);
+        assert!(heartbeat >= started, "{node}");
     }
-    let started = parse_time(&node["startedAt"]);
-    let heartbeat = parse_time(&node["lastHeartbeat"]);
-    assert!(heartbeat >= started, "{node}");
+    let shard_count = shards_per_kind();
 
     let shards = response.body["shards"].as_array().unwrap();
     for kind in ["ticket", "order"] {
@@ -212,16 +221,19 @@ async fn the_cluster_shows_this_node_owning_every_shard_of_each_kind() {
             .collect();
         assert_eq!(
             numbers,
-            (0..256).collect::<BTreeSet<u64>>(),
+            (0..shard_count).collect::<BTreeSet<u64>>(),
             "{kind} shards"
         );
         for shard in of_kind {
             assert_keys(shard, &["kind", "shard", "owner", "epoch"]);
-            assert_eq!(shard["owner"], node_id);
+            assert!(
+                node_ids.contains(shard["owner"].as_str().unwrap()),
+                "a listed node owns {shard}"
+            );
             assert!(shard["epoch"].as_u64().unwrap() >= 1);
         }
     }
-    assert_eq!(shards.len(), 512);
+    assert_eq!(shards.len() as u64, 2 * shard_count);
 }
 
 #[tokio::test]
@@ -281,14 +293,19 @@ async fn the_event_log_pages_in_sequence_order_with_iso_times() {
 async fn live_actors_page_by_id_with_their_mailbox_and_health() {
     let app = TestApp::spawn().await;
     let owner = app.new_user().await;
-    let mut ids = BTreeSet::new();
-    for n in 0..3 {
-        let ticket = app
-            .create_ticket(&owner, &format!("live {n}"), json!(5))
-            .await;
-        ids.insert(ticket["id"].as_str().unwrap().to_string());
-    }
-    let first = app
+    // A node lists the actors it hosts: create tickets until one node hosts three, and page
+    // through that node's list.
+    let mut hosted: Vec<BTreeSet<String>> = vec![BTreeSet::new(); app.node_count()];
+    let (node, ids) = loop {
+        let ticket = app.create_ticket(&owner, "live", json!(5)).await;
+        let id = ticket["id"].as_str().unwrap().to_string();
+        let host = app.owner_index("ticket", &id).await;
+        hosted[host].insert(id);
+        if hosted[host].len() == 3 {
+            break (app.node(host), hosted.swap_remove(host));
+        }
+    };
+    let first = node
         .get("/admin/api/actors?kind=ticket&limit=2", &Auth::Admin)
         .await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
@@ -323,7 +340,7 @@ async fn live_actors_page_by_id_with_their_mailbox_and_health() {
     }
     assert_eq!(first.body["next"], page[1]["id"]);
     let after = page[1]["id"].as_str().unwrap();
-    let second = app
+    let second = node
         .get(
             &format!("/admin/api/actors?kind=ticket&limit=2&after={after}"),
             &Auth::Admin,
@@ -613,6 +630,40 @@ pub(crate) async fn open_tail(app: &TestApp) -> reqwest::Response {
     response
 }
 
+/// Opens the tail on every node: each shows every event, but only its own actors' transitions.
+async fn open_tails(app: &Api) -> Vec<reqwest::Response> {
+    let mut tails = Vec::new();
+    for node in app.nodes() {
+        let response = node
+            .client
+            .get(node.url("/admin/api/tail"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        tails.push(response);
+    }
+    tails
+}
+
+/// Reads the tail of the node hosting the ticket until it has shown the ticket's creation
+/// (its event and its transition).
+async fn ticket_creation_frames(
+    app: &Api,
+    tails: &mut [reqwest::Response],
+    ticket_id: &str,
+) -> Vec<(String, Value)> {
+    let host = app.owner_index("ticket", ticket_id).await;
+    read_tail_until(
+        &mut tails[host],
+        "the ticket's event and transition",
+        |frames| is_created_ticket_frame(frames, ticket_id),
+    )
+    .await
+}
+
 fn is_created_ticket_frame(frames: &[(String, Value)], ticket_id: &str) -> bool {
     let has_event = frames.iter().any(|(event, data)| {
         event == "event" && data["name"] == "ticket.created" && data["data"]["id"] == ticket_id
@@ -629,13 +680,10 @@ fn is_created_ticket_frame(frames: &[(String, Value)], ticket_id: &str) -> bool 
 async fn the_tail_streams_events_and_transitions_as_they_happen() {
     let app = TestApp::spawn().await;
     let owner = app.new_user().await;
-    let mut tail = open_tail(&app).await;
+    let mut tails = open_tails(&app).await;
     let ticket = app.create_ticket(&owner, "streamed", json!(8)).await;
     let ticket_id = ticket["id"].as_str().unwrap().to_string();
-    let frames = read_tail_until(&mut tail, "the ticket's event and transition", |frames| {
-        is_created_ticket_frame(frames, &ticket_id)
-    })
-    .await;
+    let frames = ticket_creation_frames(&app, &mut tails, &ticket_id).await;
     let (_, event) = frames
         .iter()
         .find(|(event, data)| event == "event" && data["data"]["id"] == ticket_id.as_str())
@@ -691,7 +739,7 @@ async fn admin_responses_carry_no_secrets() {
         "http://127.0.0.1:9",
     ]))
     .await;
-    let mut tail = open_tail(&app).await;
+    let mut tails = open_tails(&app).await;
     let password = "correct-horse-1";
     let seller: User = app
         .signup(
@@ -704,10 +752,7 @@ async fn admin_responses_carry_no_secrets() {
     let ticket_id = ticket["id"].as_str().unwrap().to_string();
     let order = app.order_ok(&buyer, &ticket_id).await;
     let order_id = order["id"].as_str().unwrap().to_string();
-    let frames = read_tail_until(&mut tail, "the ticket's frames", |frames| {
-        is_created_ticket_frame(frames, &ticket_id)
-    })
-    .await;
+    let frames = ticket_creation_frames(&app, &mut tails, &ticket_id).await;
 
     let mut texts = admin_texts(&app, &ticket_id, &order_id).await;
     texts.push((

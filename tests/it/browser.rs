@@ -553,7 +553,7 @@ async fn an_operator_inspects_the_cluster_actors_timelines_and_tail_in_a_real_br
     let temporary = scratch.path().join("tmp");
     std::fs::create_dir_all(&temporary).expect("the browser's TMPDIR");
     let driver = ChromeDriver::start(&artifacts.join("chromedriver.log"), &temporary).await;
-    let page = Page::open(&driver, format!("http://{}", app.address), &profile).await;
+    let page = Page::open(&driver, format!("http://{}", app.address()), &profile).await;
     let walkthrough = async {
         sign_in(&page).await;
         check_cluster(&page, &node_id).await;

@@ -1,47 +1,20 @@
 //! `boxoffice serve --nats --mongo --redis`: three node processes on real NATS, Redis and
 //! MongoDB-wire servers form one platform.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{AppOptions, Auth, TestApp, User};
-use crate::servers::{mongo_url, nats_url, redis_url, unique_name};
+use crate::harness::{Auth, TestApp, User, start_cluster_nodes};
+use crate::servers::{nats_url, unique_name};
 
-/// A cluster of node processes sharing one cluster name and database.
+/// A cluster of node processes sharing one cluster name and database, each its own `TestApp`
+/// (so a fault test can kill, pause or restart one). The behavioural suite's cluster deployment
+/// (`BOXOFFICE_TEST_DEPLOYMENT=cluster`) starts its nodes the same way (`start_cluster_nodes`).
 pub struct TestCluster {
     pub nodes: Vec<TestApp>,
     name: String,
     nats: String,
     extra: Vec<String>,
-}
-
-/// The flags every node of a test cluster is started with.
-pub fn cluster_args(name: &str, nats: &str, node_id: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--nats",
-        nats,
-        "--mongo",
-        &mongo_url(),
-        "--redis",
-        &redis_url(),
-        "--cluster-name",
-        name,
-        "--mongo-db",
-        name,
-        "--node-id",
-        node_id,
-        "--shards",
-        "32",
-        "--lease-ttl",
-        "3s",
-    ]
-    .iter()
-    .map(|arg| arg.to_string())
-    .collect();
-    args.extend(extra.iter().map(|arg| arg.to_string()));
-    args
 }
 
 impl TestCluster {
@@ -53,22 +26,16 @@ impl TestCluster {
     /// Starts `count` nodes on the NATS server at `nats` (a fault test's own server).
     pub async fn start_on(count: usize, nats: &str, extra: &[&str]) -> TestCluster {
         let name = unique_name("it");
-        let starts = (0..count).map(|index| {
-            let args = cluster_args(&name, nats, &format!("node-{index}"), extra);
-            async move {
-                TestApp::spawn_with(AppOptions {
-                    args,
-                    data_dir: None,
-                })
-                .await
-            }
-        });
-        let nodes = futures::future::join_all(starts).await;
+        let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+        let nodes = start_cluster_nodes(&name, nats, 0, count, &extra)
+            .into_iter()
+            .map(|node| TestApp::from_nodes(vec![node]))
+            .collect();
         let cluster = TestCluster {
             nodes,
             name,
             nats: nats.to_string(),
-            extra: extra.iter().map(|arg| arg.to_string()).collect(),
+            extra,
         };
         cluster.until_ready().await;
         cluster
@@ -76,28 +43,15 @@ impl TestCluster {
 
     /// Starts one more node, `node-<n>`, in the same cluster (it joins and takes its shards).
     pub async fn add_node(&mut self) {
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let args = cluster_args(
-            &self.name,
-            &self.nats,
-            &format!("node-{}", self.nodes.len()),
-            &extra,
-        );
-        let node = TestApp::spawn_with(AppOptions {
-            args,
-            data_dir: None,
-        })
-        .await;
-        self.nodes.push(node);
+        let node = start_cluster_nodes(&self.name, &self.nats, self.nodes.len(), 1, &self.extra);
+        self.nodes
+            .extend(node.into_iter().map(|node| TestApp::from_nodes(vec![node])));
     }
 
     /// Waits until every node answers `/readyz` with 200.
     pub async fn until_ready(&self) {
         for node in &self.nodes {
-            node.eventually("the node to be ready", Duration::from_secs(60), || async {
-                (node.get("/readyz", &Auth::None).await.status == StatusCode::OK).then_some(())
-            })
-            .await;
+            node.until_ready().await;
         }
     }
 

@@ -1,13 +1,24 @@
 //! Starts real `boxoffice` processes for the behavioural suite and talks to them over HTTP.
 //!
-//! Every test gets its own server process on a free port with a fresh data directory, so tests
-//! never share state. The same helpers drive every deployment: `TestApp::spawn` reads
-//! `BOXOFFICE_TEST_DEPLOYMENT` (`embedded`, the default) so one suite runs against each.
+//! Every test gets its own deployment, so tests never share state. The same helpers drive every
+//! deployment: `TestApp::spawn` reads `BOXOFFICE_TEST_DEPLOYMENT`:
+//!
+//! * `embedded` (the default): one server process on a free port with a fresh data directory;
+//! * `cluster`: three node processes (`serve --nats --mongo --redis`, the servers of
+//!   `servers.rs`) with a cluster name and MongoDB database of their own, each started with the
+//!   test's flags. `spawn` returns once every node answers `/readyz` with 200, and requests go to
+//!   the nodes in turn, so every test exercises routing between nodes.
+//!
+//! Tests about one embedded process (its data directory, killing and restarting it) cannot run
+//! against a cluster: `scripts/test` leaves them out of the cluster pass (`embedded_only` there
+//! says why for each), and the process-control methods here refuse a cluster.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,15 +27,41 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::servers::{mongo_url, nats_url, redis_url, unique_name};
+
 /// The JWT key every test server signs sessions with.
 pub const JWT_KEY: &str = "test-jwt-key-0123456789abcdef";
 /// The admin token every test server accepts on `/admin/api`.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// How many nodes `TestApp::spawn` starts in the cluster deployment.
+const CLUSTER_NODES: usize = 3;
+/// The shards per kind of a test cluster (few, so that starting one is quick).
+const CLUSTER_SHARDS: u64 = 32;
+
+/// True when `BOXOFFICE_TEST_DEPLOYMENT=cluster`: `TestApp::spawn` starts a cluster.
+pub fn deployment_is_cluster() -> bool {
+    match std::env::var("BOXOFFICE_TEST_DEPLOYMENT").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => false,
+        Ok("cluster") => true,
+        Ok(other) => panic!("BOXOFFICE_TEST_DEPLOYMENT is `embedded` or `cluster`, not {other:?}"),
+    }
+}
+
+/// The shards per kind of the deployment `TestApp::spawn` starts: the default (256) for an
+/// embedded server, fewer for a test cluster.
+pub fn shards_per_kind() -> u64 {
+    if deployment_is_cluster() {
+        CLUSTER_SHARDS
+    } else {
+        256
+    }
+}
+
 /// Options for one test server; `Default` is the contract's defaults with test keys.
 #[derive(Clone, Debug, Default)]
 pub struct AppOptions {
-    /// Extra command-line flags, e.g. `["--order-ttl", "2s"]`.
+    /// Extra command-line flags, e.g. `["--order-ttl", "2s"]` (given to every node).
     pub args: Vec<String>,
     /// Reuse this data directory instead of a fresh one (restart tests).
     pub data_dir: Option<PathBuf>,
@@ -39,26 +76,21 @@ impl AppOptions {
     }
 }
 
-/// A running `boxoffice serve` process and an HTTP client for it.
-pub struct TestApp {
-    pub address: SocketAddr,
-    pub client: reqwest::Client,
-    pub data_dir: PathBuf,
+/// One `boxoffice serve` process.
+pub struct Node {
+    address: SocketAddr,
+    data_dir: PathBuf,
     child: Option<Child>,
-    /// Keeps the temporary data directory alive for as long as the app (and its restarts) needs it.
+    /// Keeps the temporary data directory alive for as long as the node (and its restarts) needs it.
     _temp: Option<Arc<tempfile::TempDir>>,
-    log: Arc<Mutex<Vec<String>>>,
+    log: ProcessLog,
 }
 
-impl TestApp {
-    /// Starts a server with default options.
-    pub async fn spawn() -> TestApp {
-        TestApp::spawn_with(AppOptions::default()).await
-    }
-
-    /// Starts a server with the given options and waits until it says where it listens.
-    pub async fn spawn_with(options: AppOptions) -> TestApp {
-        let (temp, data_dir) = match options.data_dir.clone() {
+impl Node {
+    /// Starts a process with a fresh data directory (or `data_dir`) and waits until it says
+    /// where it listens.
+    fn start(data_dir: Option<PathBuf>, args: &[String]) -> Node {
+        let (temp, data_dir) = match data_dir {
             Some(dir) => (None, dir),
             None => {
                 let temp = tempfile::Builder::new()
@@ -69,10 +101,9 @@ impl TestApp {
                 (Some(Arc::new(temp)), dir)
             }
         };
-        let (child, address, log) = start_process(&data_dir, &options.args);
-        TestApp {
+        let (child, address, log) = start_process(&data_dir, args);
+        Node {
             address,
-            client: http_client(),
             data_dir,
             child: Some(child),
             _temp: temp,
@@ -80,22 +111,160 @@ impl TestApp {
         }
     }
 
-    /// Restarts the server on the same data directory (after `kill` or `terminate`).
-    pub async fn restart(&mut self, args: &[&str]) {
-        assert!(self.child.is_none(), "stop the server before restarting it");
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, address, log) = start_process(&self.data_dir, &args);
-        self.child = Some(child);
-        self.address = address;
-        self.log = log;
-    }
-
-    /// Sends SIGKILL and waits for the process to die: nothing gets a chance to flush.
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("kill");
             child.wait().expect("wait");
         }
+    }
+}
+
+/// The flags every node of a test cluster is started with.
+fn cluster_args(name: &str, nats: &str, node_id: &str, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--nats",
+        nats,
+        "--mongo",
+        &mongo_url(),
+        "--redis",
+        &redis_url(),
+        "--cluster-name",
+        name,
+        "--mongo-db",
+        name,
+        "--node-id",
+        node_id,
+        "--shards",
+        &CLUSTER_SHARDS.to_string(),
+        "--lease-ttl",
+        "3s",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// Starts the nodes `node-<first>`, `node-<first + 1>`, ... of cluster `name` on the NATS server
+/// at `nats`, side by side, each with `extra` flags. They are not ready yet: see `until_ready`.
+pub fn start_cluster_nodes(
+    name: &str,
+    nats: &str,
+    first: usize,
+    count: usize,
+    extra: &[String],
+) -> Vec<Node> {
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = (first..first + count)
+            .map(|index| {
+                let args = cluster_args(name, nats, &format!("node-{index}"), extra);
+                scope.spawn(move || Node::start(None, &args))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|node| node.join().expect("a node started"))
+            .collect()
+    })
+}
+
+/// A deployment under test (one embedded process, or the nodes of a cluster) and an HTTP client
+/// for it. Dereferences to its `Api`, so `app.get(..)` and the other request helpers go to the
+/// nodes in turn.
+pub struct TestApp {
+    api: Api,
+    nodes: Vec<Node>,
+}
+
+impl Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestApp {
+    /// Starts a deployment with default options.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(AppOptions::default()).await
+    }
+
+    /// Starts the deployment `BOXOFFICE_TEST_DEPLOYMENT` names with the given options and waits
+    /// until it serves.
+    pub async fn spawn_with(options: AppOptions) -> TestApp {
+        if !deployment_is_cluster() {
+            return TestApp::from_nodes(vec![Node::start(options.data_dir, &options.args)]);
+        }
+        assert!(
+            options.data_dir.is_none(),
+            "a data directory of its own is embedded-only"
+        );
+        let nodes = start_cluster_nodes(
+            &unique_name("it"),
+            &nats_url(),
+            0,
+            CLUSTER_NODES,
+            &options.args,
+        );
+        let app = TestApp::from_nodes(nodes);
+        app.until_ready().await;
+        app
+    }
+
+    /// A deployment of already started processes; `node-<i>` is `nodes[i]`.
+    pub fn from_nodes(nodes: Vec<Node>) -> TestApp {
+        let api = Api::new(&nodes);
+        TestApp { api, nodes }
+    }
+
+    /// A handle for spawned tasks, bound to the nodes' current addresses.
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    /// The one process of a single-node deployment; panics for a cluster, since the test that
+    /// asked is about one process and belongs on scripts/test's `embedded_only` list.
+    fn single(&self) -> &Node {
+        assert_eq!(
+            self.nodes.len(),
+            1,
+            "this test is about one process: it is embedded-only (scripts/test, `embedded_only`)"
+        );
+        &self.nodes[0]
+    }
+
+    fn single_mut(&mut self) -> &mut Node {
+        self.single();
+        &mut self.nodes[0]
+    }
+
+    /// The address of the one process.
+    pub fn address(&self) -> SocketAddr {
+        self.single().address
+    }
+
+    /// The data directory of the one process.
+    pub fn data_dir(&self) -> &Path {
+        &self.single().data_dir
+    }
+
+    /// Restarts the server on the same data directory (after `kill` or `terminate`).
+    pub async fn restart(&mut self, args: &[&str]) {
+        let node = self.single_mut();
+        assert!(node.child.is_none(), "stop the server before restarting it");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, address, log) = start_process(&node.data_dir, &args);
+        node.child = Some(child);
+        node.address = address;
+        node.log = log;
+        self.api = Api::new(&self.nodes);
+    }
+
+    /// Sends SIGKILL and waits for the process to die: nothing gets a chance to flush.
+    pub fn kill(&mut self) {
+        self.single_mut().kill();
     }
 
     /// Sends SIGSTOP: the process freezes (a stalled node), its sockets stay open.
@@ -109,14 +278,14 @@ impl TestApp {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        let child = self.child.as_ref().expect("running server");
+        let child = self.single().child.as_ref().expect("running server");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
             .expect("signal");
     }
 
     /// Sends SIGTERM and returns the exit status once the process has stopped by itself.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running server");
+        let mut child = self.single_mut().child.take().expect("running server");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -134,14 +303,167 @@ impl TestApp {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
 
-    /// The server's output so far (for diagnosing a failure).
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
+
+/// One node as the HTTP side sees it.
+#[derive(Debug)]
+struct Endpoint {
+    /// `http://<address>`.
+    base: String,
+    log: ProcessLog,
+}
+
+/// A cheap, cloneable handle on a deployment's nodes with the request helpers: it does not own
+/// the processes. Each request goes to the next node in turn.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub client: reqwest::Client,
+    endpoints: Arc<Vec<Endpoint>>,
+    /// True when the endpoints are a whole cluster's nodes, `node-<i>` at index `i`.
+    cluster: bool,
+    turn: Arc<AtomicUsize>,
+}
+
+impl Api {
+    fn new(nodes: &[Node]) -> Api {
+        let endpoints = nodes
+            .iter()
+            .map(|node| Endpoint {
+                base: format!("http://{}", node.address),
+                log: node.log.clone(),
+            })
+            .collect();
+        Api {
+            client: http_client(),
+            endpoints: Arc::new(endpoints),
+            cluster: nodes.len() > 1,
+            turn: Arc::default(),
+        }
     }
 
+    /// How many nodes the requests go to.
+    pub fn node_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// A handle that sends every request to node `index` (`node-<index>` in a cluster).
+    pub fn node(&self, index: usize) -> Api {
+        let endpoint = &self.endpoints[index];
+        Api {
+            client: self.client.clone(),
+            endpoints: Arc::new(vec![Endpoint {
+                base: endpoint.base.clone(),
+                log: endpoint.log.clone(),
+            }]),
+            cluster: false,
+            turn: Arc::default(),
+        }
+    }
+
+    /// Every node, each as its own handle.
+    pub fn nodes(&self) -> Vec<Api> {
+        (0..self.node_count())
+            .map(|index| self.node(index))
+            .collect()
+    }
+
+    /// The index (in `nodes()`) of the node hosting the `kind` (`ticket` or `order`) actor `id`:
+    /// the one whose live actors, mailboxes, crash hooks, transitions and actor metrics are that
+    /// entity's. Each node answers those for itself, so a test about an actor asks its host.
+    pub async fn owner_index(&self, kind: &str, id: &str) -> usize {
+        if !self.cluster {
+            return 0;
+        }
+        let view = self
+            .get(&format!("/admin/api/actors/{kind}/{id}"), &Auth::Admin)
+            .await;
+        assert_eq!(view.status, StatusCode::OK, "{kind} {id}: {view:?}");
+        let shard = view.body["shard"].clone();
+        // The view lists the leases; a node answers 503 when listing them takes too long.
+        let cluster = self
+            .eventually("the cluster view", Duration::from_secs(30), || async {
+                let cluster = self.get("/admin/api/cluster", &Auth::Admin).await;
+                (cluster.status == StatusCode::OK).then_some(cluster)
+            })
+            .await;
+        let owner = cluster.body["shards"]
+            .as_array()
+            .expect("shards")
+            .iter()
+            .find(|lease| lease["kind"] == kind && lease["shard"] == shard)
+            .and_then(|lease| lease["owner"].as_str())
+            .unwrap_or_else(|| panic!("nobody owns {kind} shard {shard}: {cluster:?}"))
+            .to_string();
+        owner
+            .strip_prefix("node-")
+            .and_then(|index| index.parse().ok())
+            .unwrap_or_else(|| panic!("a test node's id is node-<index>, not {owner}"))
+    }
+
+    /// A handle on the node hosting the `kind` actor `id` (see `owner_index`).
+    pub async fn owner(&self, kind: &str, id: &str) -> Api {
+        if !self.cluster {
+            return self.clone();
+        }
+        self.node(self.owner_index(kind, id).await)
+    }
+
+    /// Waits until every node answers `/readyz` with 200 (a cluster node has joined and serves
+    /// its shards); on a timeout, fails with every node's last answer and log.
+    pub async fn until_ready(&self) {
+        let nodes = self.nodes();
+        let answers = Mutex::new(vec![String::new(); nodes.len()]);
+        let ready = poll_until(Duration::from_secs(60), || async {
+            let mut all = true;
+            for (index, node) in nodes.iter().enumerate() {
+                let response = node.get("/readyz", &Auth::None).await;
+                all &= response.status == StatusCode::OK;
+                answers.lock().unwrap()[index] = format!("{} {}", response.status, response.text);
+            }
+            all.then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            panic!(
+                "timed out waiting for every node to be ready: {:?}\nlogs:\n{}",
+                answers.lock().unwrap(),
+                self.log()
+            );
+        }
+    }
+
+    /// The output of every node so far (for diagnosing a failure).
+    pub fn log(&self) -> String {
+        if self.endpoints.len() == 1 {
+            return self.endpoints[0].log.lock().unwrap().join("\n");
+        }
+        self.endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| {
+                format!(
+                    "----- node-{index} ({}) -----\n{}",
+                    endpoint.base,
+                    endpoint.log.lock().unwrap().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The URL of `path` on the next node in turn.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.address, path)
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let endpoint = &self.endpoints[turn % self.endpoints.len()];
+        format!("{}{path}", endpoint.base)
     }
 
     /// Sends a request and returns the status, headers and JSON body (`Null` when empty or not JSON).
@@ -297,12 +619,6 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -547,16 +863,9 @@ pub fn http_client() -> reqwest::Client {
         .expect("client")
 }
 
-/// A cheap, cloneable handle to a running server for spawned tasks: it does not own the process,
-/// and its requests report transport errors instead of panicking (the server may be killed).
-#[derive(Clone, Debug)]
-pub struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
 impl Api {
-    /// Sends a request; `Err` when the connection failed (refused, reset, closed mid-response).
+    /// Sends a request; `Err` when the connection failed (refused, reset, closed mid-response):
+    /// for spawned tasks whose server may be killed.
     pub async fn try_request(
         &self,
         method: Method,
@@ -564,7 +873,7 @@ impl Api {
         auth: &Auth,
         body: Option<&Value>,
     ) -> Result<Response, reqwest::Error> {
-        let mut request = auth.apply(self.client.request(method, format!("{}{path}", self.base)));
+        let mut request = auth.apply(self.client.request(method, self.url(path)));
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -579,16 +888,6 @@ impl Api {
             body,
             text,
         })
-    }
-}
-
-impl TestApp {
-    /// A handle for spawned tasks, bound to the server's current address.
-    pub fn api(&self) -> Api {
-        Api {
-            client: self.client.clone(),
-            base: format!("http://{}", self.address),
-        }
     }
 
     /// Signs up `count` fresh users concurrently.

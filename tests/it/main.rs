@@ -24,6 +24,7 @@ mod orders;
 mod payments;
 mod redis_timers;
 mod servers;
+mod stale_activation;
 mod store_contract;
 mod stripe;
 mod tickets;

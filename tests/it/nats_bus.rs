@@ -378,3 +378,31 @@ async fn a_failed_handler_gets_the_event_again() {
         "a failure is not remembered as handled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_starting_together_all_get_the_stream_and_the_buckets() {
+    // Cluster nodes start side by side and each makes the event stream and the KV buckets if
+    // they are missing: whoever loses the race must bind the winner's, not fail to start. The
+    // race is narrow, so it is run a few times, each with new names.
+    let url = servers::nats_url();
+    for _ in 0..10 {
+        let prefix = format!("{}.events", servers::unique_name("race"));
+        let connects = (0..6).map(|_| NatsBus::connect(&url, &prefix));
+        let buses: Vec<NatsBus> = futures::future::join_all(connects)
+            .await
+            .into_iter()
+            .map(|bus| bus.expect("every process gets the stream"))
+            .collect();
+        let bucket = servers::unique_name("race");
+        let ensures = buses.iter().map(|bus| {
+            let jetstream = bus.jetstream().clone();
+            let bucket = bucket.clone();
+            tokio::spawn(async move {
+                ensure_kv_bucket(&jetstream, &bucket, 1, Duration::from_secs(3)).await
+            })
+        });
+        for kv in futures::future::join_all(ensures).await {
+            kv.unwrap().expect("every process gets the bucket");
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Auth, TestApp};
+use crate::harness::{Auth, TestApp, shards_per_kind};
 
 fn boxoffice(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_boxoffice"))
@@ -26,24 +26,34 @@ async fn probes_answer_and_metrics_name_routes_not_ids() {
     );
     let ready = app.get("/readyz", &Auth::None).await;
     assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
-    let user = app.new_user().await;
-    let ticket = app.create_ticket(&user, "metered", json!(3)).await;
+    // A node's metrics count the requests it answered and the actors it hosts: make the requests
+    // through one node, and read the actor gauge on the node hosting the ticket.
+    let node = app.node(0);
+    let user = node.new_user().await;
+    let ticket = node.create_ticket(&user, "metered", json!(3)).await;
     let id = ticket["id"].as_str().unwrap();
-    app.get(&format!("/api/tickets/{id}"), &Auth::None).await;
-    let metrics = app.get("/metrics", &Auth::None).await;
+    node.get(&format!("/api/tickets/{id}"), &Auth::None).await;
+    let metrics = node.get("/metrics", &Auth::None).await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = metrics.text;
     for expected in [
         "boxoffice_http_requests_total{route=\"/api/tickets/{id}\",method=\"GET\",status=\"200\"} 1",
         "boxoffice_http_request_duration_seconds_count{route=\"/api/tickets\",method=\"POST\",status=\"201\"} 1",
-        "boxoffice_actors_live{kind=\"ticket\"} 1",
         "boxoffice_timer_lag_seconds_count",
         "boxoffice_actor_admission_refusals_total",
         "boxoffice_store_commits_total",
     ] {
         assert!(text.contains(expected), "missing {expected}:\n{text}");
     }
-    assert!(!text.contains(id), "metrics must not carry ids");
+    let host = app.owner("ticket", id).await;
+    let hosting = host.get("/metrics", &Auth::None).await.text;
+    assert!(
+        hosting.contains("boxoffice_actors_live{kind=\"ticket\"} 1"),
+        "{hosting}"
+    );
+    for text in [&text, &hosting] {
+        assert!(!text.contains(id), "metrics must not carry ids");
+    }
 }
 
 #[tokio::test]
@@ -235,8 +245,14 @@ async fn the_admin_api_refuses_anonymous_and_wrong_tokens() {
         }
     }
     let cluster = app.get("/admin/api/cluster", &Auth::Admin).await;
-    assert_eq!(cluster.body["nodes"].as_array().unwrap().len(), 1);
-    assert_eq!(cluster.body["shards"].as_array().unwrap().len(), 512);
+    assert_eq!(
+        cluster.body["nodes"].as_array().unwrap().len(),
+        app.node_count()
+    );
+    assert_eq!(
+        cluster.body["shards"].as_array().unwrap().len() as u64,
+        2 * shards_per_kind()
+    );
     let text = app.get("/admin/api/events", &Auth::Admin).await.text;
     assert!(
         !text.contains("argon2"),
@@ -354,7 +370,7 @@ async fn a_data_dir_in_use_is_refused_and_sigterm_stops_cleanly() {
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
-        app.data_dir.to_str().unwrap(),
+        app.data_dir().to_str().unwrap(),
     ]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
