@@ -181,7 +181,8 @@ pub struct ServeArgs {
     /// Shard lease time to live (cluster mode).
     #[arg(long, env = "BOXOFFICE_LEASE_TTL", default_value = "5s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
-    /// Members to wait for before taking shards (cluster mode).
+    /// Members to wait for at start before taking shards (cluster mode); once reached, the
+    /// survivors of a failure take over whatever the count.
     #[arg(long, env = "BOXOFFICE_MIN_MEMBERS", default_value = "1", value_parser = parse_positive)]
     pub min_members: usize,
     /// This node's id (default: host name and a random suffix).

@@ -51,7 +51,7 @@ pub struct ClusterSettings {
     pub roles: Vec<String>,
     pub shards: u32,
     pub lease_ttl: Duration,
-    /// Live members to wait for before taking shards.
+    /// Live members to wait for at start before taking shards.
     pub min_members: usize,
 }
 
@@ -97,6 +97,8 @@ pub struct ClusterNode {
     fence_waits: Mutex<HashMap<(EntityKind, u32), Instant>>,
     members: RwLock<BTreeMap<String, MemberRecord>>,
     is_ready: AtomicBool,
+    /// The membership has reached `min_members` once (see `round`).
+    has_had_min_members: AtomicBool,
     /// Another live process has this node's id: it serves nothing and reports unhealthy.
     identity_conflict: AtomicBool,
     member_record: Mutex<MemberRecord>,
@@ -145,6 +147,7 @@ impl ClusterNode {
             fence_waits: Mutex::new(HashMap::new()),
             members: RwLock::new(BTreeMap::new()),
             is_ready: AtomicBool::new(false),
+            has_had_min_members: AtomicBool::new(false),
             identity_conflict: AtomicBool::new(false),
             member_record: Mutex::new(record),
         });
@@ -479,7 +482,14 @@ impl ClusterNode {
         if let Ok(mut known) = self.members.write() {
             *known = members.clone();
         }
-        let mut is_ready = members.len() >= self.settings.min_members;
+        // `--min-members` holds a starting cluster back until enough nodes have joined, so the
+        // first nodes do not take every shard only to hand most over again. Once reached, it
+        // is not a quorum: survivors of a failure take the dead node's shards.
+        if members.len() >= self.settings.min_members {
+            self.has_had_min_members.store(true, Ordering::Release);
+        }
+        let has_enough_members = self.has_had_min_members.load(Ordering::Acquire);
+        let mut is_ready = has_enough_members;
         let mut acquired = 0;
         let mut handed_over = 0;
         // Moving shards must not delay renewals past their deadlines: a round stops moving
@@ -503,7 +513,7 @@ impl ClusterNode {
                     let is_free = !leases.contains_key(&(kind, shard));
                     if is_free
                         && !self.is_waiting_on_fence(kind, shard)
-                        && members.len() >= self.settings.min_members
+                        && has_enough_members
                         && acquired < ACQUIRES_PER_ROUND
                         && Instant::now() < stop_moving_at
                     {
