@@ -613,7 +613,7 @@ pub(crate) async fn read_tail_until(
     frames
 }
 
-pub(crate) async fn open_tail(app: &TestApp) -> reqwest::Response {
+pub(crate) async fn open_tail(app: &Api) -> reqwest::Response {
     let response = app
         .client
         .get(app.url("/admin/api/tail"))
@@ -626,20 +626,11 @@ pub(crate) async fn open_tail(app: &TestApp) -> reqwest::Response {
     response
 }
 
-/// Opens the tail on every node: each shows every event, but only its own actors' transitions.
+/// Opens the tail on every node (each carries every node's events and transitions).
 async fn open_tails(app: &Api) -> Vec<reqwest::Response> {
     let mut tails = Vec::new();
     for node in app.nodes() {
-        let response = node
-            .client
-            .get(node.url("/admin/api/tail"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        tails.push(response);
+        tails.push(open_tail(&node).await);
     }
     tails
 }
