@@ -447,42 +447,29 @@ async fn start_dependencies(
     let nats = match &given.nats {
         Some(url) => url.clone(),
         None => {
-            let port = free_port()?;
-            let directory = data.join("nats");
-            processes.push(
-                Process::start(
-                    "nats".into(),
+            let directory = data.join("nats").display().to_string();
+            let port = start_server(&mut processes, "nats", |port| {
+                Ok((
                     find_on_path("nats-server")?,
-                    os_args(&[
-                        "-a",
-                        "127.0.0.1",
-                        "-p",
-                        &port.to_string(),
-                        "-js",
-                        "-sd",
-                        &directory.display().to_string(),
-                    ]),
-                    Vec::new(),
-                    Readiness::Accepting(SocketAddr::from(([127, 0, 0, 1], port))),
-                )
-                .await?,
-            );
+                    os_args(&["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &directory]),
+                ))
+            })
+            .await?;
             format!("nats://127.0.0.1:{port}")
         }
     };
     let redis = match &given.redis {
         Some(url) => url.clone(),
         None => {
-            let port = free_port()?;
             let directory = data.join("redis");
             std::fs::create_dir_all(&directory).context("creating Redis's directory")?;
-            processes.push(
-                Process::start(
-                    "redis".into(),
+            let directory = directory.display().to_string();
+            let port = start_server(&mut processes, "redis", |port| {
+                Ok((
                     find_on_path("redis-server")?,
                     os_args(&[
                         "--port",
-                        &port.to_string(),
+                        &port,
                         "--bind",
                         "127.0.0.1",
                         "--save",
@@ -490,31 +477,19 @@ async fn start_dependencies(
                         "--appendonly",
                         "no",
                         "--dir",
-                        &directory.display().to_string(),
+                        &directory,
                     ]),
-                    Vec::new(),
-                    Readiness::Accepting(SocketAddr::from(([127, 0, 0, 1], port))),
-                )
-                .await?,
-            );
+                ))
+            })
+            .await?;
             format!("redis://127.0.0.1:{port}/")
         }
     };
     let mongo = match &given.mongo {
         Some(url) => url.clone(),
         None => {
-            let port = free_port()?;
-            let (program, args) = secantus_command(port)?;
-            processes.push(
-                Process::start(
-                    "mongo".into(),
-                    program,
-                    args,
-                    Vec::new(),
-                    Readiness::Accepting(SocketAddr::from(([127, 0, 0, 1], port))),
-                )
-                .await?,
-            );
+            let port =
+                start_server(&mut processes, "mongo", |port| secantus_command(&port)).await?;
             // SecantusDB slows down about ten times after ~10k retryable writes.
             format!("mongodb://127.0.0.1:{port}/?retryWrites=false")
         }
@@ -522,16 +497,30 @@ async fn start_dependencies(
     Ok(((nats, mongo, redis), processes))
 }
 
+/// Starts a server on a free loopback port (`command` gets the port and gives the program and
+/// its arguments), adds it to `processes` once it accepts connections, and returns the port.
+async fn start_server(
+    processes: &mut Vec<Process>,
+    name: &str,
+    command: impl FnOnce(String) -> anyhow::Result<(PathBuf, Vec<OsString>)>,
+) -> anyhow::Result<u16> {
+    let port = free_port()?;
+    let (program, args) = command(port.to_string())?;
+    let readiness = Readiness::Accepting(SocketAddr::from(([127, 0, 0, 1], port)));
+    processes.push(Process::start(name.into(), program, args, Vec::new(), readiness).await?);
+    Ok(port)
+}
+
 /// `secantusd-py` from PATH, run through its own Python with a short transaction lifetime
 /// (SecantusDB takes it only as a constructor argument, as `scripts/secantusd` does); the
 /// bare command when that Python is not beside it.
-fn secantus_command(port: u16) -> anyhow::Result<(PathBuf, Vec<OsString>)> {
+fn secantus_command(port: &str) -> anyhow::Result<(PathBuf, Vec<OsString>)> {
     let launcher = find_on_path("secantusd-py")?;
     let flags = [
         "--host",
         "127.0.0.1",
         "--port",
-        &port.to_string(),
+        port,
         "--storage-path",
         ":memory:",
     ]
