@@ -497,7 +497,7 @@ async fn drive(
         scenario: args.scenario.as_str().to_string(),
         started_at: started_at.to_iso8601(),
         settings: Settings {
-            target: deployment.base_url.clone(),
+            target: deployment.base_url().to_string(),
             mode: deployment.mode.clone(),
             sweep: args.sweep,
             users: if args.scenario == ScenarioName::Baseline {

@@ -56,9 +56,7 @@ pub struct Dependencies {
 
 /// What the run is pointed at.
 pub struct Deployment {
-    /// Base URL of the first server, without a trailing slash.
-    pub base_url: String,
-    /// Base URLs of every server (one, or each node of a cluster).
+    /// Base URLs of every server (one, or each node of a cluster), without a trailing slash.
     pub base_urls: Vec<String>,
     /// The admin token, when known (always for a spawned server).
     pub admin_token: Option<String>,
@@ -90,6 +88,11 @@ pub struct NemesisReport {
 }
 
 impl Deployment {
+    /// Base URL of the first server.
+    pub fn base_url(&self) -> &str {
+        &self.base_urls[0]
+    }
+
     /// The process id of the spawned single server (`None` for a target or a cluster, whose
     /// usage is spread over processes).
     pub async fn server_pid(&self) -> Option<u32> {
@@ -257,10 +260,8 @@ pub fn target(
             "--target {url} is not a loopback address; load tests send heavy traffic, so pass --allow-remote to target another machine"
         )));
     }
-    let base_url = url.trim_end_matches('/').to_string();
     Ok(Deployment {
-        base_urls: vec![base_url.clone()],
-        base_url,
+        base_urls: vec![url.trim_end_matches('/').to_string()],
         admin_token,
         mode: "target".into(),
         spawned: None,
@@ -430,7 +431,6 @@ pub async fn spawn(
         .map(|node| format!("http://{}", node.address()))
         .collect();
     Ok(Deployment {
-        base_url: base_urls[0].clone(),
         base_urls,
         admin_token: Some(admin_token),
         mode: mode.to_string(),
@@ -842,7 +842,9 @@ mod tests {
         assert!(target("ftp://127.0.0.1", None, false).is_err());
         assert!(target("not a url", None, false).is_err());
         assert_eq!(
-            target("http://127.0.0.1:9/", None, false).unwrap().base_url,
+            target("http://127.0.0.1:9/", None, false)
+                .unwrap()
+                .base_url(),
             "http://127.0.0.1:9"
         );
     }

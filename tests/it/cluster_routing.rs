@@ -9,13 +9,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use boxoffice::actors::{DirectoryConfig, EntityKind, RequestContext, Runtime, RuntimeConfig};
+use boxoffice::actors::{
+    BackgroundTasks, DirectoryConfig, EntityKind, RequestContext, Runtime, RuntimeConfig,
+};
 use boxoffice::bus::MemoryBus;
 use boxoffice::cluster::node::{ClusterNode, ClusterSettings};
 use boxoffice::domain::{Price, Title, UserId};
 use boxoffice::metrics::Metrics;
 use boxoffice::payments::SandboxGateway;
-use boxoffice::store::EmbeddedStore;
+use boxoffice::store::{EmbeddedStore, Store};
 use boxoffice::timers::EmbeddedTimers;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,13 +34,17 @@ struct Node {
     _data: tempfile::TempDir,
 }
 
-async fn start_node(cluster: &str, node_id: &str, min_members: usize) -> Node {
-    let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(data.path()).unwrap());
+/// The runtime of one cluster node (not a single node) on `store`, with `shards` per kind, the
+/// contract's defaults, in-process timers and the sandbox gateway; its background tasks are the
+/// caller's to start.
+pub(crate) fn node_runtime(
+    store: Arc<dyn Store>,
+    shards: usize,
+) -> (Arc<Runtime>, BackgroundTasks) {
     let config = RuntimeConfig {
         order_ttl: Duration::from_secs(600),
         directory: DirectoryConfig {
-            shards: SHARDS as usize,
+            shards,
             mailbox_limit: 1000,
             passivate_after: Duration::from_secs(120),
             max_live: 10_000,
@@ -48,13 +54,19 @@ async fn start_node(cluster: &str, node_id: &str, min_members: usize) -> Node {
         test_hooks: false,
         is_single_node: false,
     };
-    let (runtime, background) = Runtime::new(
+    Runtime::new(
         config,
         store,
         Arc::new(EmbeddedTimers::new()),
         Arc::new(SandboxGateway::new()),
         Arc::new(Metrics::new()),
-    );
+    )
+}
+
+async fn start_node(cluster: &str, node_id: &str, min_members: usize) -> Node {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(data.path()).unwrap());
+    let (runtime, background) = node_runtime(store, SHARDS as usize);
     let shutdown = CancellationToken::new();
     background
         .spawn(

@@ -16,11 +16,17 @@ use serde_json::Value;
 
 /// Runs `boxoffice loadtest` with `args` and returns its output.
 async fn loadtest(args: &[&str]) -> Output {
+    loadtest_with_path(args, std::env::var_os("PATH").unwrap_or_default()).await
+}
+
+/// `loadtest` with `PATH` set to `path` (where it finds the servers it starts).
+async fn loadtest_with_path(args: &[&str], path: std::ffi::OsString) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
         .arg("loadtest")
         .args(args)
         .env_remove("BOXOFFICE_ADMIN_TOKEN")
         .env("NO_COLOR", "1")
+        .env("PATH", path)
         .kill_on_drop(true)
         .output()
         .await
@@ -434,16 +440,7 @@ async fn cluster_run(scenario: &str, nemesis: &str, own_dependencies: bool) -> V
         )),
     )
     .unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
-        .arg("loadtest")
-        .args(&args)
-        .env_remove("BOXOFFICE_ADMIN_TOKEN")
-        .env("NO_COLOR", "1")
-        .env("PATH", path)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run boxoffice loadtest");
+    let output = loadtest_with_path(&args, path).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let report = read_report(directory.path());
     assert_eq!(report["settings"]["mode"], "cluster:3");

@@ -7,37 +7,15 @@
 //! holds its own activation of the same ticket.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use boxoffice::actors::{ActorError, DirectoryConfig, RequestContext, Runtime, RuntimeConfig};
+use boxoffice::actors::{ActorError, RequestContext, Runtime};
 use boxoffice::domain::{Price, Title, UserId};
-use boxoffice::metrics::Metrics;
-use boxoffice::payments::SandboxGateway;
 use boxoffice::store::{EmbeddedStore, Store};
-use boxoffice::timers::EmbeddedTimers;
+
+use crate::cluster_routing::node_runtime;
 
 fn runtime(store: Arc<dyn Store>) -> Arc<Runtime> {
-    let config = RuntimeConfig {
-        order_ttl: Duration::from_secs(600),
-        directory: DirectoryConfig {
-            shards: 4,
-            mailbox_limit: 1000,
-            passivate_after: Duration::from_secs(120),
-            max_live: 10_000,
-        },
-        call_timeout: Duration::from_secs(10),
-        hold_grace: Duration::from_secs(5),
-        test_hooks: false,
-        is_single_node: false,
-    };
-    let (runtime, _background) = Runtime::new(
-        config,
-        store,
-        Arc::new(EmbeddedTimers::new()),
-        Arc::new(SandboxGateway::new()),
-        Arc::new(Metrics::new()),
-    );
-    runtime
+    node_runtime(store, 4).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
