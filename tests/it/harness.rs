@@ -267,9 +267,34 @@ impl TestApp {
         self.single_mut().kill();
     }
 
-    /// Sends SIGSTOP: the process freezes (a stalled node), its sockets stay open.
+    /// Sends SIGSTOP and waits until every thread of the process is stopped (the signal is
+    /// delivered asynchronously: a thread mid-request could still answer one sent right after):
+    /// the process freezes (a stalled node), its sockets stay open.
     pub fn pause(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let pid = self.single().child.as_ref().expect("running server").id();
+        let is_stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|threads| {
+                    threads.flatten().all(|thread| {
+                        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+                            stat.rsplit(')')
+                                .next()
+                                .and_then(|rest| rest.split_whitespace().next())
+                                .is_some_and(|state| state == "T" || state == "t")
+                        })
+                    })
+                })
+                .unwrap_or(false)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "the process did not stop after SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Sends SIGCONT to a paused process.
