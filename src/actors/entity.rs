@@ -292,9 +292,18 @@ impl KindCounters {
 /// One shard of a kind: its live entities and its supervisor.
 pub struct Shard<A: EntityActor> {
     index: usize,
+    /// Whether this node serves the shard: a closed shard activates nothing and admits nothing.
+    /// Changed only while holding `state`, so it is read consistently with the entities.
+    is_open: AtomicBool,
     state: tokio::sync::Mutex<ShardState<A::Msg>>,
     supervisor: tokio::sync::OnceCell<ActorRef<SupervisorMsg>>,
     counters: Arc<KindCounters>,
+}
+
+impl<A: EntityActor> Shard<A> {
+    fn is_open(&self) -> bool {
+        self.is_open.load(Ordering::Acquire)
+    }
 }
 
 /// A live actor as the admin view lists it.
@@ -372,6 +381,7 @@ impl<A: EntityActor> EntityTable<A> {
             .map(|index| {
                 Arc::new(Shard {
                     index,
+                    is_open: AtomicBool::new(true),
                     state: tokio::sync::Mutex::new(ShardState::default()),
                     supervisor: tokio::sync::OnceCell::new(),
                     counters: counters.clone(),
@@ -410,6 +420,9 @@ impl<A: EntityActor> EntityTable<A> {
         let shard = self.shards[self.shard_of(id)].clone();
         let entry = {
             let mut state = shard.state.lock().await;
+            if !shard.is_open() {
+                return Err(ActorError::NotServedHere);
+            }
             if let Some(record) = state.restarts.get(&id)
                 && let Some(until) = record.quarantined_until
             {
@@ -618,15 +631,36 @@ impl<A: EntityActor> EntityTable<A> {
         }
     }
 
-    /// Hands a shard over: drains its live actors (each finishes what it has queued, for at most
-    /// `deadline`) and stops them. Returns how many were stopped and whether all drained in
-    /// time. The caller has already stopped routing requests here.
+    /// Closes every shard: nothing is activated until `open_shard` (a cluster node opens the
+    /// shards it acquires). Called before the first request.
+    pub fn close_all(&self) {
+        for shard in &self.shards {
+            shard.is_open.store(false, Ordering::Release);
+        }
+    }
+
+    /// Opens a shard this node now serves: the next request activates a fresh copy of each
+    /// entity, loaded from the store.
+    pub async fn open_shard(&self, shard: usize) {
+        if let Some(shard) = self.shards.get(shard) {
+            let _state = shard.state.lock().await;
+            shard.is_open.store(true, Ordering::Release);
+        }
+    }
+
+    /// Hands a shard over: closes it (a request still on its way here gets `NotServedHere`,
+    /// and nothing is activated until it is opened again, so no copy loaded now can outlive
+    /// this tenure and answer from stale memory in a later one), drains its live actors (each
+    /// finishes what it has queued, for at most `deadline`) and stops them. Returns how many
+    /// were stopped and whether all drained in time. The caller has already stopped routing
+    /// requests here.
     pub async fn drain_shard(&self, shard: usize, deadline: Duration) -> (usize, bool) {
         let Some(shard) = self.shards.get(shard) else {
             return (0, true);
         };
         let entries: Vec<Entry<A::Msg>> = {
             let mut state = shard.state.lock().await;
+            shard.is_open.store(false, Ordering::Release);
             let entries: Vec<Entry<A::Msg>> =
                 state.entities.drain().map(|(_, entry)| entry).collect();
             for entry in &entries {
@@ -742,7 +776,7 @@ impl<A: EntityActor> Actor for ShardSupervisor<A> {
                     Some((id, false)) => id,
                     _ => return Ok(()),
                 };
-                if state.entities.contains_key(&id) {
+                if state.entities.contains_key(&id) || !self.shard.is_open() {
                     return Ok(());
                 }
                 let Some(runtime) = self.runtime.upgrade() else {

@@ -248,9 +248,46 @@ impl Runtime {
     // ---- asking actors ---------------------------------------------------------------------
 
     /// Routes requests for shards this node does not serve (cluster mode). Set once, at start.
+    /// Every shard starts closed then: the router opens those this node acquires
+    /// (`open_shard`), and closes them again when it stops serving them.
     pub fn set_router(&self, router: Arc<dyn ShardRouter>) {
         if self.router.set(router).is_err() {
             tracing::warn!("the shard router was set twice; keeping the first");
+            return;
+        }
+        self.tickets.close_all();
+        self.orders.close_all();
+    }
+
+    /// Lets the directory activate the entities of a shard this node has just acquired.
+    pub async fn open_shard(&self, kind: EntityKind, shard: usize) {
+        match kind {
+            EntityKind::Ticket => self.tickets.open_shard(shard).await,
+            EntityKind::Order => self.orders.open_shard(shard).await,
+        }
+    }
+
+    /// Closes a shard this node stops serving and drains its actors (`EntityTable::drain_shard`).
+    pub async fn drain_shard(
+        &self,
+        kind: EntityKind,
+        shard: usize,
+        deadline: Duration,
+    ) -> (usize, bool) {
+        match kind {
+            EntityKind::Ticket => self.tickets.drain_shard(shard, deadline).await,
+            EntityKind::Order => self.orders.drain_shard(shard, deadline).await,
+        }
+    }
+
+    /// Whether an actor of `shard` may act on a request now: always on a single node; in a
+    /// cluster, only while this node's lease on the shard is within its deadline. An actor
+    /// answers reads from memory, and that memory is the truth only while nobody else can
+    /// own the shard: a node resuming from a pause must not answer what it held before.
+    pub(crate) fn check_serving(&self, kind: EntityKind, shard: usize) -> Result<(), ActorError> {
+        match self.router.get() {
+            Some(router) if router.epoch(kind, shard).is_none() => Err(ActorError::NotServedHere),
+            _ => Ok(()),
         }
     }
 
@@ -261,22 +298,7 @@ impl Runtime {
         request: TicketRequest,
         context: RequestContext,
     ) -> Result<Answer, ActorError> {
-        let shard = self.tickets.shard_of(id.0);
-        match self.router.get() {
-            Some(router) if !router.serves(EntityKind::Ticket, shard) => {
-                let routed = Routed::Ticket { id, request };
-                let timeout = routed.timeout(self.config.call_timeout);
-                router
-                    .forward(
-                        EntityKind::Ticket,
-                        shard,
-                        Envelope::new(context.request_id, routed),
-                        timeout,
-                    )
-                    .await
-            }
-            _ => self.ask_local_ticket(id, request, context).await,
-        }
+        self.ask(Routed::Ticket { id, request }, context).await
     }
 
     /// Asks the actor of order `id`, wherever it lives.
@@ -286,21 +308,40 @@ impl Runtime {
         request: OrderRequest,
         context: RequestContext,
     ) -> Result<Answer, ActorError> {
-        let shard = self.orders.shard_of(id.0);
-        match self.router.get() {
-            Some(router) if !router.serves(EntityKind::Order, shard) => {
-                let routed = Routed::Order { id, request };
-                let timeout = routed.timeout(self.config.call_timeout);
-                router
-                    .forward(
-                        EntityKind::Order,
-                        shard,
-                        Envelope::new(context.request_id, routed),
-                        timeout,
-                    )
-                    .await
+        self.ask(Routed::Order { id, request }, context).await
+    }
+
+    /// Asks here when this node serves the entity's shard, else the node that does. A shard
+    /// can stop being served here between the check and the actor taking the request (a lease
+    /// deadline, a hand-over): the local answer is then `NotServedHere` and the request goes
+    /// to the owner.
+    async fn ask(&self, routed: Routed, context: RequestContext) -> Result<Answer, ActorError> {
+        let kind = routed.kind();
+        let shard = self.table_shard_of(&routed);
+        let Some(router) = self.router.get() else {
+            return self.ask_local(routed, context).await;
+        };
+        if router.serves(kind, shard) {
+            match self.ask_local(routed.clone(), context.clone()).await {
+                Err(ActorError::NotServedHere) => {}
+                answer => return answer,
             }
-            _ => self.ask_local_order(id, request, context).await,
+        }
+        let timeout = routed.timeout(self.config.call_timeout);
+        router
+            .forward(
+                kind,
+                shard,
+                Envelope::new(context.request_id, routed),
+                timeout,
+            )
+            .await
+    }
+
+    fn table_shard_of(&self, routed: &Routed) -> usize {
+        match routed {
+            Routed::Ticket { id, .. } => self.tickets.shard_of(id.0),
+            Routed::Order { id, .. } => self.orders.shard_of(id.0),
         }
     }
 

@@ -111,6 +111,15 @@ impl Actor for OrderActor {
         state.runtime.crash_if_armed(EntityKind::Order, state.id.0);
         let order = |order: Order| Answer::Order(Box::new(order));
         let stale = match message {
+            // A request queued while this node still served the shard (`check_serving`).
+            OrderMsg::Request { reply, .. }
+                if state
+                    .runtime
+                    .check_serving(EntityKind::Order, state.cell.shard)
+                    .is_err() =>
+            {
+                answer(reply, Err(ActorError::NotServedHere.into()))
+            }
             OrderMsg::Request {
                 request,
                 context,

@@ -85,7 +85,13 @@ impl Actor for TicketActor {
             context,
             reply,
         } = message;
-        let result = state.handle_request(request, &context).await;
+        let result = match state
+            .runtime
+            .check_serving(EntityKind::Ticket, state.cell.shard)
+        {
+            Ok(()) => state.handle_request(request, &context).await,
+            Err(error) => Err(error.into()),
+        };
         let stale = answer(reply, result);
         state.cell.record_service_time(started.elapsed());
         if stale {

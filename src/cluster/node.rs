@@ -689,6 +689,9 @@ impl ClusterNode {
                 )));
             }
         }
+        // Fresh activations from here on: the shard was closed (drained) when this node last
+        // stopped serving it, so nothing it held in an earlier tenure answers now.
+        self.runtime.open_shard(kind, shard as usize).await;
         let stop = CancellationToken::new();
         let mut subscriber = match self
             .client
@@ -700,6 +703,9 @@ impl ClusterNode {
         {
             Ok(subscriber) => subscriber,
             Err(error) => {
+                self.runtime
+                    .drain_shard(kind, shard as usize, DRAIN_DEADLINE)
+                    .await;
                 let _ = self.buckets.release(kind, shard, epoch).await;
                 return Err(ClusterError::Unavailable(error.to_string()));
             }
@@ -788,20 +794,10 @@ impl ClusterNode {
         };
         served.stop.cancel();
         let started = Instant::now();
-        let (drained, in_time) = match kind {
-            EntityKind::Ticket => {
-                self.runtime
-                    .tickets
-                    .drain_shard(shard as usize, DRAIN_DEADLINE)
-                    .await
-            }
-            EntityKind::Order => {
-                self.runtime
-                    .orders
-                    .drain_shard(shard as usize, DRAIN_DEADLINE)
-                    .await
-            }
-        };
+        let (drained, in_time) = self
+            .runtime
+            .drain_shard(kind, shard as usize, DRAIN_DEADLINE)
+            .await;
         if !in_time {
             tracing::error!(kind = %kind, shard, "actors did not drain before the deadline");
         }

@@ -2,15 +2,16 @@
 //! a shard another node serves are routed there over NATS, and shards move to a node that joins
 //! and back when it leaves.
 //!
-//! The nodes run in this test process, each with its own embedded store (the MongoDB store is
-//! tested on its own); no entity changes hands here, so no state needs to be shared.
+//! The nodes run in this test process, each with an embedded store (the MongoDB store is tested
+//! on its own): their own where no entity changes hands, one shared where it does.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use boxoffice::actors::{
-    BackgroundTasks, DirectoryConfig, EntityKind, RequestContext, Runtime, RuntimeConfig,
+    ActorError, BackgroundTasks, DirectoryConfig, EntityKind, RequestContext, Routed, Runtime,
+    RuntimeConfig, TicketRequest,
 };
 use boxoffice::bus::MemoryBus;
 use boxoffice::cluster::node::{ClusterNode, ClusterSettings};
@@ -31,7 +32,6 @@ struct Node {
     cluster: Arc<ClusterNode>,
     shutdown: CancellationToken,
     stopped: tokio::task::JoinHandle<()>,
-    _data: tempfile::TempDir,
 }
 
 /// The runtime of one cluster node (not a single node) on `store`, with `shards` per kind, the
@@ -63,9 +63,18 @@ pub(crate) fn node_runtime(
     )
 }
 
-async fn start_node(cluster: &str, node_id: &str, min_members: usize) -> Node {
+/// An embedded store in a temporary directory, removed with the returned guard.
+fn embedded_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(data.path()).unwrap());
+    (Arc::new(EmbeddedStore::open(data.path()).unwrap()), data)
+}
+
+async fn start_node(
+    cluster: &str,
+    node_id: &str,
+    min_members: usize,
+    store: Arc<dyn Store>,
+) -> Node {
     let (runtime, background) = node_runtime(store, SHARDS as usize);
     let shutdown = CancellationToken::new();
     background
@@ -97,7 +106,6 @@ async fn start_node(cluster: &str, node_id: &str, min_members: usize) -> Node {
         cluster,
         shutdown,
         stopped,
-        _data: data,
     }
 }
 
@@ -142,9 +150,11 @@ async fn until_split(nodes: &[&Node]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_reach_the_node_that_serves_the_shard() {
     let cluster = unique_name("routing");
+    let ((first_store, _first_data), (second_store, _second_data)) =
+        (embedded_store(), embedded_store());
     let (first, second) = tokio::join!(
-        start_node(&cluster, "node-a", 2),
-        start_node(&cluster, "node-b", 2)
+        start_node(&cluster, "node-a", 2, first_store),
+        start_node(&cluster, "node-b", 2, second_store)
     );
     until_split(&[&first, &second]).await;
 
@@ -207,13 +217,15 @@ async fn requests_reach_the_node_that_serves_the_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shards_move_to_a_joining_node_and_back_when_it_leaves() {
     let cluster = unique_name("handover");
-    let first = start_node(&cluster, "node-a", 1).await;
+    let ((first_store, _first_data), (second_store, _second_data)) =
+        (embedded_store(), embedded_store());
+    let first = start_node(&cluster, "node-a", 1, first_store).await;
     until("the only node to serve every shard", || async {
         (served(&first) == all_shards() && first.cluster.is_ready()).then_some(())
     })
     .await;
 
-    let second = start_node(&cluster, "node-b", 1).await;
+    let second = start_node(&cluster, "node-b", 1, second_store).await;
     until_split(&[&first, &second]).await;
     let moved = served(&second).len();
     assert!(
@@ -247,6 +259,97 @@ async fn shards_move_to_a_joining_node_and_back_when_it_leaves() {
         (served(&first) == all_shards()).then_some(())
     })
     .await;
+    first.shutdown.cancel();
+    first.stopped.await.unwrap();
+}
+
+/// A node keeps no copy of an entity whose shard it stopped serving: a request that still
+/// reaches it (a routed one queued before the move, say) is turned away and activates nothing.
+/// Otherwise that copy, loaded while another node owned the entity, would answer from stale
+/// memory once the shard came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_holds_nothing_of_a_shard_it_handed_over_and_reads_afresh_when_it_returns() {
+    let cluster = unique_name("tenure");
+    let (store, _data) = embedded_store();
+    let first = start_node(&cluster, "node-a", 1, store.clone()).await;
+    until("the only node to serve every shard", || async {
+        (served(&first) == all_shards() && first.cluster.is_ready()).then_some(())
+    })
+    .await;
+    let owner = UserId(first.runtime.ids.next());
+    let mut tickets = Vec::new();
+    for n in 0..16 {
+        let ticket = first
+            .runtime
+            .create_ticket(
+                owner,
+                Title::parse(&format!("by node-a {n}")).unwrap(),
+                Price::from_cents(100).unwrap(),
+                RequestContext::default(),
+            )
+            .await
+            .unwrap();
+        tickets.push(ticket.id);
+    }
+
+    let second = start_node(&cluster, "node-b", 1, store).await;
+    until_split(&[&first, &second]).await;
+    let moved: Vec<_> = tickets
+        .iter()
+        .copied()
+        .filter(|id| {
+            let shard = first.runtime.tickets.shard_of(id.0) as u32;
+            served(&second).contains(&(EntityKind::Ticket, shard))
+        })
+        .collect();
+    assert!(!moved.is_empty(), "some tickets' shards moved to node-b");
+    for &id in &moved {
+        assert!(
+            !first.runtime.tickets.info(id.0).await.active,
+            "handed over"
+        );
+        let late = first
+            .runtime
+            .ask_local(
+                Routed::Ticket {
+                    id,
+                    request: TicketRequest::Get,
+                },
+                RequestContext::default(),
+            )
+            .await;
+        assert!(matches!(late, Err(ActorError::NotServedHere)), "{late:?}");
+        assert!(
+            !first.runtime.tickets.info(id.0).await.active,
+            "a late request activated a copy on the former owner"
+        );
+        second
+            .runtime
+            .update_ticket(
+                id,
+                owner,
+                Title::parse("by node-b").unwrap(),
+                Price::from_cents(200).unwrap(),
+                RequestContext::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    second.shutdown.cancel();
+    second.stopped.await.unwrap();
+    until("node-a to serve every shard again", || async {
+        (served(&first) == all_shards()).then_some(())
+    })
+    .await;
+    for &id in &moved {
+        let seen = first.runtime.get_ticket(id).await.unwrap();
+        assert_eq!(
+            seen.title.as_str(),
+            "by node-b",
+            "read afresh from the store"
+        );
+    }
     first.shutdown.cancel();
     first.stopped.await.unwrap();
 }
