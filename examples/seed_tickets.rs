@@ -65,32 +65,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprint!("\rseeded {written} of {count} tickets");
     }
     store.set_published_seq(last_event_seq).await?;
-    // The store's writer thread holds the database until it notices the store is gone; exiting
-    // before that would leave the file for redb to repair (reading all of it) at the next open.
-    drop(store);
-    close_cleanly(&directory.join("boxoffice.redb"))?;
+    // Exiting before the writer thread lets go of the file would leave it for redb to repair
+    // (reading all of it) at the next open.
+    if !store.close(std::time::Duration::from_secs(10)) {
+        return Err("the store did not close within 10 s".into());
+    }
     eprintln!(
         "\nseeded {count} tickets into {} in {:.1} s",
         directory.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Waits until no one holds the database, then opens and closes it once here, so it is left
-/// cleanly closed (at most 10 s).
-fn close_cleanly(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match redb::Database::create(path) {
-            Ok(database) => {
-                drop(database);
-                return Ok(());
-            }
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
 }

@@ -54,6 +54,8 @@ impl StartError {
     }
 }
 
+/// How long a stopping server waits for the embedded store's last handles to go.
+const STORE_CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long the actors may hold a reservation past its deadline before asking the order.
 const HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -131,6 +133,8 @@ fn node_id(args: &ServeArgs) -> String {
 /// The adapters a node runs with, chosen by its flags.
 struct Ports {
     store: Arc<dyn Store>,
+    /// The embedded store, closed last at shutdown (embedded mode only).
+    embedded: Option<EmbeddedStore>,
     timers: Arc<dyn Timers>,
     bus: Arc<dyn Bus>,
     /// The NATS connection cluster coordination shares (cluster mode only).
@@ -143,8 +147,8 @@ struct Ports {
 /// The embedded default: redb in the data directory, in-process bus and timers; secrets kept
 /// in the data directory when not given.
 async fn embedded_ports(args: &ServeArgs) -> Result<Ports, StartError> {
-    let store = match EmbeddedStore::open(&args.data_dir) {
-        Ok(store) => Arc::new(store),
+    let embedded = match EmbeddedStore::open(&args.data_dir) {
+        Ok(store) => store,
         Err(StoreError::InUse(dir)) => return Err(StartError::DataDirInUse(dir)),
         Err(error) => return Err(StartError::Store(error.to_string())),
     };
@@ -157,7 +161,8 @@ async fn embedded_ports(args: &ServeArgs) -> Result<Ports, StartError> {
         _ => load_or_generate_secret(&args.data_dir.join("admin.token"), "an admin token")?,
     };
     Ok(Ports {
-        store,
+        store: Arc::new(embedded.clone()),
+        embedded: Some(embedded),
         timers: Arc::new(EmbeddedTimers::new()),
         bus: Arc::new(MemoryBus::new()),
         nats: None,
@@ -200,6 +205,7 @@ async fn cluster_ports(args: &ServeArgs) -> Result<Ports, StartError> {
         .map_err(|error| StartError::Unreachable(format!("Redis ({}): {error}", redact(redis))))?;
     Ok(Ports {
         store: Arc::new(store),
+        embedded: None,
         timers: Arc::new(timers),
         nats: Some(bus.client().clone()),
         bus: Arc::new(bus),
@@ -363,6 +369,7 @@ pub async fn start(
     let drain_lifecycle = lifecycle.clone();
     let stop_token = shutdown.clone();
     let store = ports.store;
+    let embedded = ports.embedded;
     let finished = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             http_shutdown.cancelled().await;
@@ -379,6 +386,16 @@ pub async fn start(
         runtime.shutdown().await;
         drop(runtime);
         drop(store);
+        if let Some(embedded) = embedded {
+            // Within a few seconds every other handle is gone (the actors and background loops
+            // stopped above); a file left open would be repaired, read whole, at the next start.
+            let closed = tokio::task::spawn_blocking(move || embedded.close(STORE_CLOSE_DEADLINE))
+                .await
+                .unwrap_or(false);
+            if !closed {
+                tracing::warn!("the data file was not closed in time; the next start checks it");
+            }
+        }
         tracing::info!("stopped");
     });
     lifecycle.mark_started();

@@ -57,6 +57,8 @@ const GROUP_LIMIT: usize = 256;
 pub struct EmbeddedStore {
     database: Arc<Database>,
     writer: std_mpsc::Sender<WriteRequest>,
+    /// The writer thread, joined by `close`.
+    writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 enum WriteOperation {
@@ -105,11 +107,40 @@ impl EmbeddedStore {
         create_tables(&database)?;
         let (writer, requests) = std_mpsc::channel();
         let writer_database = database.clone();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("boxoffice-store-writer".into())
             .spawn(move || run_writer(&writer_database, &requests))
             .map_err(|error| StoreError::Unavailable(format!("cannot start writer: {error}")))?;
-        Ok(EmbeddedStore { database, writer })
+        Ok(EmbeddedStore {
+            database,
+            writer,
+            writer_thread: Arc::new(std::sync::Mutex::new(Some(writer_thread))),
+        })
+    }
+
+    /// Closes the database once this and every clone of the store are gone: waits, at most
+    /// `within`, until the writer thread has finished what was queued and let go of the file.
+    /// Returns whether it did. A process that exits right after dropping the store may leave
+    /// the file not cleanly closed, and the next open then repairs it, reading all of it (for a
+    /// large store, minutes and gigabytes of memory).
+    pub fn close(self, within: std::time::Duration) -> bool {
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(self);
+        let Some(thread) = thread else {
+            return false;
+        };
+        let deadline = std::time::Instant::now() + within;
+        while !thread.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        thread.join().is_ok()
     }
 
     async fn write(&self, operation: WriteOperation) -> Result<WriteOutcome, StoreError> {
