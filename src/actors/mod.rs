@@ -436,6 +436,13 @@ impl Runtime {
     }
 
     /// Orders a ticket for `user`.
+    ///
+    /// The ticket decides first: in a flash sale almost every order is refused, and a refusal
+    /// then costs one ticket-actor call, not an order actor's activation (a task, a supervision
+    /// link, a store read) for an order that never exists. Only a reservation that succeeded
+    /// starts the order actor, which reserves again under the same order id (a repeat changes
+    /// nothing) before it saves the order. If it never saves it, the reservation frees itself
+    /// after its deadline, as when the order's commit fails (rule 9).
     pub async fn create_order(
         &self,
         user: UserId,
@@ -443,6 +450,11 @@ impl Runtime {
         context: RequestContext,
     ) -> Result<Order, ActorError> {
         let id = OrderId(self.ids.next());
+        let reserve = TicketRequest::Reserve {
+            order_id: id,
+            expires_at: crate::clock::now().plus(self.config.order_ttl),
+        };
+        self.ask_ticket(ticket_id, reserve, context.clone()).await?;
         let request = OrderRequest::Create { user, ticket_id };
         self.ask_order(id, request, context).await?.into_order()
     }
