@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,8 +20,10 @@ use crate::domain::{ObjectId, OrderId, TicketId};
 use crate::store::{DeadlineKind, UnitOfWork};
 use crate::timers::TimerKey;
 
-/// Timers handed out per round of the timer worker.
+/// Timers claimed at once by the timer worker.
 const TIMER_BATCH: usize = 512;
+/// Timer deliveries the worker keeps going at once.
+const TIMERS_IN_FLIGHT: usize = 2048;
 /// Events relayed per round.
 const RELAY_BATCH: usize = 512;
 
@@ -100,39 +102,48 @@ async fn reconcile_reservations(runtime: Arc<Runtime>, reserved: Vec<ObjectId>) 
         .await;
 }
 
+/// Claims due timers and fires them, keeping up to `TIMERS_IN_FLIGHT` deliveries going: a new
+/// claim as soon as there is room, not after the slowest of a batch, so an expiry storm keeps
+/// the store's group commit full instead of waiting batch by batch.
 async fn run_timer_worker(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let mut firing = futures::stream::FuturesUnordered::new();
     loop {
-        let now = crate::clock::now();
-        let due = match runtime.timers.claim_due(now, TIMER_BATCH).await {
-            Ok(due) => due,
-            Err(error) => {
-                tracing::warn!(error = %error, "claiming due timers failed");
-                Vec::new()
+        let room = TIMERS_IN_FLIGHT
+            .saturating_sub(firing.len())
+            .min(TIMER_BATCH);
+        let mut more_due = false;
+        if room > 0 {
+            let now = crate::clock::now();
+            match runtime.timers.claim_due(now, room).await {
+                Ok(due) => {
+                    more_due = due.len() == room;
+                    for (key, due_at) in due {
+                        runtime
+                            .metrics
+                            .timer_lag
+                            .observe(now.since(due_at).as_secs_f64());
+                        runtime.metrics.timers_fired.inc();
+                        let runtime = runtime.clone();
+                        firing.push(async move { fire(&runtime, key).await });
+                    }
+                }
+                Err(error) => tracing::warn!(error = %error, "claiming due timers failed"),
             }
-        };
-        let batch_was_full = due.len() == TIMER_BATCH;
-        let firing = due.into_iter().map(|(key, due_at)| {
-            let runtime = runtime.clone();
-            async move {
-                runtime
-                    .metrics
-                    .timer_lag
-                    .observe(crate::clock::now().since(due_at).as_secs_f64());
-                runtime.metrics.timers_fired.inc();
-                fire(&runtime, key).await;
-            }
-        });
-        futures::future::join_all(firing).await;
-        runtime
-            .metrics
-            .timers_armed
-            .set(i64::try_from(runtime.timers.len()).unwrap_or(i64::MAX));
-        if batch_was_full {
+            runtime
+                .metrics
+                .timers_armed
+                .set(i64::try_from(runtime.timers.len()).unwrap_or(i64::MAX));
+        }
+        if more_due && firing.len() < TIMERS_IN_FLIGHT {
             continue;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = runtime.timers.wait(Duration::from_secs(1)) => {}
+            Some(()) = firing.next(), if !firing.is_empty() => {
+                // Take every other delivery that has finished too before claiming again.
+                while let Some(Some(())) = firing.next().now_or_never() {}
+            }
+            () = runtime.timers.wait(Duration::from_secs(1)), if !more_due => {}
         }
     }
 }

@@ -50,7 +50,7 @@ const NEXT_COMMAND_ID: &str = "next_command_id";
 const PUBLISHED_SEQ: &str = "published_seq";
 
 /// How many queued operations one transaction takes at most.
-const GROUP_LIMIT: usize = 256;
+const GROUP_LIMIT: usize = 2048;
 
 /// The embedded store; cheap to clone.
 #[derive(Clone)]
