@@ -293,7 +293,8 @@ impl KindCounters {
 pub struct Shard<A: EntityActor> {
     index: usize,
     /// Whether this node serves the shard: a closed shard activates nothing and admits nothing.
-    /// Changed only while holding `state`, so it is read consistently with the entities.
+    /// Changed while holding `state`, so it is read consistently with the entities (except by
+    /// `close_all`, which runs before the first request).
     is_open: AtomicBool,
     state: tokio::sync::Mutex<ShardState<A::Msg>>,
     supervisor: tokio::sync::OnceCell<ActorRef<SupervisorMsg>>,

@@ -317,7 +317,7 @@ impl Runtime {
     /// to the owner.
     async fn ask(&self, routed: Routed, context: RequestContext) -> Result<Answer, ActorError> {
         let kind = routed.kind();
-        let shard = self.table_shard_of(&routed);
+        let shard = self.shard_of(kind, routed.entity());
         let Some(router) = self.router.get() else {
             return self.ask_local(routed, context).await;
         };
@@ -338,10 +338,11 @@ impl Runtime {
             .await
     }
 
-    fn table_shard_of(&self, routed: &Routed) -> usize {
-        match routed {
-            Routed::Ticket { id, .. } => self.tickets.shard_of(id.0),
-            Routed::Order { id, .. } => self.orders.shard_of(id.0),
+    /// The shard entity `id` of `kind` lives on (every node has the same shard count).
+    pub fn shard_of(&self, kind: EntityKind, id: ObjectId) -> usize {
+        match kind {
+            EntityKind::Ticket => self.tickets.shard_of(id),
+            EntityKind::Order => self.orders.shard_of(id),
         }
     }
 
@@ -561,11 +562,7 @@ impl Runtime {
                     deadline.due.plus(self.config.hold_grace),
                 ),
             };
-            let shard = match kind {
-                EntityKind::Ticket => self.tickets.shard_of(deadline.entity),
-                EntityKind::Order => self.orders.shard_of(deadline.entity),
-            };
-            if wanted(kind, shard) {
+            if wanted(kind, self.shard_of(kind, deadline.entity)) {
                 self.sync_timer(deadline.kind, deadline.entity, Some(due))
                     .await;
                 armed.push(deadline);

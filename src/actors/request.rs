@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ActorError;
 use super::entity::EntityKind;
-use crate::domain::{Order, OrderId, Payment, Price, Ticket, TicketId, Timestamp, Title, UserId};
+use crate::domain::{
+    ObjectId, Order, OrderId, Payment, Price, Ticket, TicketId, Timestamp, Title, UserId,
+};
 
 /// The format version of envelopes this release writes; it reads this one and older ones.
 pub const WIRE_VERSION: u16 = 1;
@@ -129,6 +131,14 @@ impl Routed {
         }
     }
 
+    /// The id of the addressed entity.
+    pub fn entity(&self) -> ObjectId {
+        match self {
+            Routed::Ticket { id, .. } => id.0,
+            Routed::Order { id, .. } => id.0,
+        }
+    }
+
     /// How long the caller waits for the answer.
     pub fn timeout(&self, base: Duration) -> Duration {
         match self {
@@ -235,7 +245,6 @@ impl<T: Serialize + serde::de::DeserializeOwned> Envelope<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ObjectId;
 
     fn id(n: u32) -> ObjectId {
         ObjectId::from_parts(n, [4; 5], n)

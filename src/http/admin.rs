@@ -357,10 +357,7 @@ async fn actor(
         }
     };
     // Every node has the same shard count, so any node knows which shard the entity is on.
-    let shard = match kind {
-        EntityKind::Ticket => state.runtime.tickets.shard_of(id),
-        EntityKind::Order => state.runtime.orders.shard_of(id),
-    };
+    let shard = state.runtime.shard_of(kind, id);
     let whereabouts = locate(&state, kind, id, shard).await?;
     let transitions: Vec<Value> = transitions.iter().map(transition_json).collect();
     // When the serving node does not answer, only the persisted part is known.
