@@ -210,7 +210,12 @@ impl OrderState {
             price: ticket.price,
             version: ticket.version,
         };
-        let change = Order::create(self.id, user, snapshot, now, ttl);
+        // The order expires when its reservation does. The reservation may be older than this
+        // attempt (the runtime reserved first, or an earlier attempt did, and reaching this
+        // shard took a fail-over): an order outliving its reservation past the grace would
+        // find its ticket freed while it still holds it.
+        let held_for = ticket.deadline().unwrap_or(expires_at).since(now);
+        let change = Order::create(self.id, user, snapshot, now, held_for);
         // No compensating release when this write fails: another attempt of the same request
         // (routed again after a timeout, to this shard's next owner) may have saved the order,
         // and releasing its ticket then would let a second order take it. The reservation
