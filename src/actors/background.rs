@@ -80,10 +80,23 @@ async fn rebuild_timers(runtime: &Runtime) -> Result<Vec<ObjectId>, crate::store
 /// A reservation whose order was never saved (the process died between reserving the ticket and
 /// saving the order) would otherwise hold its ticket until the deadline. At start no order can
 /// be half-created any more, so each reserved ticket checks its order once.
+///
+/// The check reads the ticket and its order from the store first and asks the ticket's actor
+/// only when the domain says the hold must change (the actor then decides again on its own
+/// state): almost every reservation belongs to a live order, and activating an actor for each
+/// would fill memory with idle actors before the first request.
 async fn reconcile_reservations(runtime: Arc<Runtime>, reserved: Vec<ObjectId>) {
     let checks = reserved.into_iter().map(|ticket| {
         let runtime = runtime.clone();
         async move {
+            match hold_needs_reconciling(&runtime, TicketId(ticket)).await {
+                Ok(false) => return,
+                Ok(true) => {}
+                // The actor reads for itself.
+                Err(error) => {
+                    tracing::debug!(ticket = %ticket, error = %error, "reading a reservation failed");
+                }
+            }
             let context = RequestContext {
                 request_id: Some("recovery".into()),
             };
@@ -100,6 +113,21 @@ async fn reconcile_reservations(runtime: Arc<Runtime>, reserved: Vec<ObjectId>) 
         .buffer_unordered(32)
         .collect::<Vec<()>>()
         .await;
+}
+
+/// Whether the stored reservation of `ticket` disagrees with its order's stored status.
+async fn hold_needs_reconciling(
+    runtime: &Runtime,
+    ticket: TicketId,
+) -> Result<bool, crate::store::StoreError> {
+    let Some(record) = runtime.store.load_ticket(ticket).await? else {
+        return Ok(false);
+    };
+    let Some(holder) = record.state.order_id() else {
+        return Ok(false);
+    };
+    let status = runtime.holder_status(holder).await?;
+    Ok(record.state.reconcile_hold(holder, status).is_some())
 }
 
 /// Claims due timers and fires them, keeping up to `TIMERS_IN_FLIGHT` deliveries going: a new

@@ -25,8 +25,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::domain::{
-    ObjectId, Order, OrderId, OrderRefusal, Payment, Price, Ticket, TicketId, TicketRefusal,
-    Timestamp, Title, UserId,
+    HolderStatus, ObjectId, Order, OrderId, OrderRefusal, Payment, Price, Ticket, TicketId,
+    TicketRefusal, Timestamp, Title, UserId,
 };
 use crate::error::ErrorKind;
 use crate::ids::IdGenerator;
@@ -615,6 +615,15 @@ impl Runtime {
                 tracing::warn!(command = ?command, error = %error, "command delivery failed; it will be redelivered");
             }
         }
+    }
+
+    /// What the stored state of `holder` says about the ticket it holds: the order is the
+    /// authority on its outcome.
+    pub(crate) async fn holder_status(&self, holder: OrderId) -> Result<HolderStatus, StoreError> {
+        let order = self.store.load_order(holder).await?;
+        Ok(order.map_or(HolderStatus::Missing, |record| {
+            record.state.status.as_holder_status()
+        }))
     }
 
     /// Shows a transition on the live tail.

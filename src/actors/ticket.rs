@@ -89,7 +89,9 @@ impl Actor for TicketActor {
             .runtime
             .check_serving(EntityKind::Ticket, state.cell.shard)
         {
-            Ok(()) => state.handle_request(request, &context).await,
+            // Boxed: the handler's future is large, and ractor keeps the processing loop's
+            // future (which would hold it inline) for as long as the actor lives.
+            Ok(()) => Box::pin(state.handle_request(request, &context)).await,
             Err(error) => Err(error.into()),
         };
         let stale = answer(reply, result);
@@ -263,10 +265,7 @@ impl TicketState {
 
     /// The holding order's status as stored: the order is the authority on its outcome.
     async fn holder_status(&self, holder: OrderId) -> Result<HolderStatus, Staleable> {
-        let order = self.runtime.store.load_order(holder).await?;
-        Ok(order.map_or(HolderStatus::Missing, |record| {
-            record.state.status.as_holder_status()
-        }))
+        Ok(self.runtime.holder_status(holder).await?)
     }
 
     /// Persists a change (compare-and-set on the current version) and adopts it.
