@@ -109,13 +109,28 @@ impl Actor for OrderActor {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         state.runtime.crash_if_armed(EntityKind::Order, state.id.0);
+        // Boxed: the handlers' futures are large, and ractor keeps the processing loop's future
+        // (which would hold them inline) for as long as the actor lives.
+        let stale = Box::pin(state.handle_message(&myself, message)).await;
+        state.cell.record_service_time(started.elapsed());
+        if stale {
+            state.cell.retire();
+            myself.stop(Some("stale: version conflict".into()));
+        }
+        Ok(())
+    }
+}
+
+impl OrderState {
+    /// Handles one message; true when it met a version conflict (this copy is stale).
+    async fn handle_message(&mut self, myself: &ActorRef<OrderMsg>, message: OrderMsg) -> bool {
         let order = |order: Order| Answer::Order(Box::new(order));
-        let stale = match message {
+        match message {
             // A request queued while this node still served the shard (`check_serving`).
             OrderMsg::Request { reply, .. }
-                if state
+                if self
                     .runtime
-                    .check_serving(EntityKind::Order, state.cell.shard)
+                    .check_serving(EntityKind::Order, self.cell.shard)
                     .is_err() =>
             {
                 answer(reply, Err(ActorError::NotServedHere.into()))
@@ -127,14 +142,14 @@ impl Actor for OrderActor {
             } => match request {
                 OrderRequest::Create { user, ticket_id } => answer(
                     reply,
-                    state.create(user, ticket_id, &context).await.map(order),
+                    self.create(user, ticket_id, &context).await.map(order),
                 ),
-                OrderRequest::Get => answer(reply, state.current().cloned().map(order)),
+                OrderRequest::Get => answer(reply, self.current().cloned().map(order)),
                 OrderRequest::Cancel { by } => {
-                    answer(reply, state.cancel(by, &context).await.map(order))
+                    answer(reply, self.cancel(by, &context).await.map(order))
                 }
                 OrderRequest::Expire => {
-                    answer(reply, state.expire(&context).await.map(|()| Answer::Done))
+                    answer(reply, self.expire(&context).await.map(|()| Answer::Done))
                 }
                 OrderRequest::Pay {
                     by,
@@ -148,28 +163,19 @@ impl Actor for OrderActor {
                         context,
                         reply,
                     };
-                    state.begin(&myself, waiter).await
+                    self.begin(myself, waiter).await
                 }
                 OrderRequest::Reconcile => {
-                    state
-                        .begin(&myself, Waiter::Reconcile { context, reply })
+                    self.begin(myself, Waiter::Reconcile { context, reply })
                         .await
                 }
             },
             OrderMsg::ChargeFinished { attempt, outcome } => {
-                state.finish_charge(&myself, attempt, outcome).await
+                self.finish_charge(myself, attempt, outcome).await
             }
-        };
-        state.cell.record_service_time(started.elapsed());
-        if stale {
-            state.cell.retire();
-            myself.stop(Some("stale: version conflict".into()));
         }
-        Ok(())
     }
-}
 
-impl OrderState {
     fn current(&self) -> Result<&Order, Staleable> {
         self.held.current()
     }
