@@ -13,18 +13,39 @@
 //! after the due instant: p50, p99, max), and whether every ticket was freed. Exit code 1 when an
 //! order is not cancelled or a ticket is still held.
 //!
+//! `memory DATA_DIR IDS_FILE` measures the resident memory of an active actor in isolation: it
+//! reads every seeded order and ticket through the store once (so the store's cache is warm and
+//! not counted), then activates a ticket actor for every ticket and an order actor for every
+//! order on a runtime with passivation off, and prints the growth of the process's resident
+//! memory per actor after each kind; then spawns as many actors that hold nothing and answer
+//! nothing, for ractor's own share. Seed with a due instant far enough away that nothing expires
+//! during the measurement (`bench/actor-memory`).
+//!
 //! `cargo run --release --example seed_orders -- seed DATA_DIR 100000 60 ids.txt`
 
 use std::io::{BufRead, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use boxoffice::actors::{DirectoryConfig, Runtime, RuntimeConfig};
 
 use boxoffice::domain::{
     DomainEvent, Order, OrderId, OrderStatus, Price, ReserveDecision, Ticket, TicketId,
     TicketSnapshot, Timestamp, Title, UserId,
 };
 use boxoffice::ids::IdGenerator;
+use boxoffice::metrics::Metrics;
+use boxoffice::payments::SandboxGateway;
 use boxoffice::store::{EmbeddedStore, EntityWrite, Store, Stored, Transition, UnitOfWork};
+use boxoffice::timers::EmbeddedTimers;
+
+/// The allocator `boxoffice serve` uses, so that `memory` measures what the server would hold.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Orders (with their tickets) per commit.
 const BATCH: usize = 5_000;
@@ -48,9 +69,11 @@ async fn main() -> Result<(), Failure> {
             .await
         }
         ["check", directory, ids] => check(Path::new(directory), Path::new(ids)).await,
+        ["memory", directory, ids] => memory(Path::new(directory), Path::new(ids)).await,
         _ => {
             eprintln!("usage: seed_orders seed DATA_DIR COUNT DUE_IN_SECS IDS_FILE");
             eprintln!("       seed_orders check DATA_DIR IDS_FILE");
+            eprintln!("       seed_orders memory DATA_DIR IDS_FILE");
             std::process::exit(2);
         }
     }
@@ -166,12 +189,18 @@ async fn seed(
     Ok(())
 }
 
-async fn check(directory: &Path, ids_file: &Path) -> Result<(), Failure> {
+/// The due instant and the order ids `seed` wrote.
+fn read_ids(ids_file: &Path) -> Result<(Timestamp, Vec<OrderId>), Failure> {
     let mut lines = std::io::BufReader::new(std::fs::File::open(ids_file)?).lines();
     let due = Timestamp::from_millis(lines.next().ok_or("empty ids file")??.parse()?);
     let order_ids = lines
         .map(|line| Ok(OrderId::parse(&line?)?))
         .collect::<Result<Vec<OrderId>, Failure>>()?;
+    Ok((due, order_ids))
+}
+
+async fn check(directory: &Path, ids_file: &Path) -> Result<(), Failure> {
+    let (due, order_ids) = read_ids(ids_file)?;
     let store = EmbeddedStore::open(directory)?;
     let mut lags = Vec::with_capacity(order_ids.len());
     let mut not_cancelled = 0;
@@ -220,5 +249,121 @@ async fn check(directory: &Path, ids_file: &Path) -> Result<(), Failure> {
     if not_cancelled > 0 || still_held > 0 {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+/// An actor that holds nothing and answers nothing: ractor's own cost per actor.
+struct Bare;
+
+impl Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<()>, _args: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// The process's resident memory in bytes (`/proc/self/statm`, second field, in pages).
+fn resident_bytes() -> Result<u64, Failure> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .ok_or("unexpected /proc/self/statm")?
+        .parse()?;
+    Ok(pages * 4096)
+}
+
+async fn memory(directory: &Path, ids_file: &Path) -> Result<(), Failure> {
+    let (due, order_ids) = read_ids(ids_file)?;
+    if due.since(boxoffice::clock::now()) < Duration::from_secs(600) {
+        return Err("the orders fall due within 10 minutes: seed with a later due instant".into());
+    }
+    let store = Arc::new(EmbeddedStore::open(directory)?);
+    // Every record read once: what the store caches is in the baseline, not in the actors.
+    let mut ticket_ids = Vec::with_capacity(order_ids.len());
+    for id in &order_ids {
+        let order = store
+            .load_order(*id)
+            .await?
+            .ok_or("a seeded order is missing")?;
+        store
+            .load_ticket(order.state.ticket.id)
+            .await?
+            .ok_or("a seeded ticket is missing")?;
+        ticket_ids.push(order.state.ticket.id);
+    }
+    let count = order_ids.len();
+    let config = RuntimeConfig {
+        order_ttl: Duration::from_secs(900),
+        directory: DirectoryConfig {
+            shards: 256,
+            mailbox_limit: 1000,
+            passivate_after: Duration::from_secs(24 * 3600),
+            max_live: 2 * count + 1,
+        },
+        call_timeout: Duration::from_secs(60),
+        hold_grace: Duration::from_secs(5),
+        test_hooks: false,
+        is_single_node: true,
+    };
+    let (runtime, _background) = Runtime::new(
+        config,
+        store.clone(),
+        Arc::new(EmbeddedTimers::new()),
+        Arc::new(SandboxGateway::new()),
+        Arc::new(Metrics::new()),
+    );
+    let baseline = resident_bytes()?;
+    futures::stream::iter(ticket_ids.iter().map(|id| runtime.get_ticket(*id)))
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let with_tickets = resident_bytes()?;
+    futures::stream::iter(order_ids.iter().map(|id| runtime.get_order(*id)))
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let with_orders = resident_bytes()?;
+    let live = (runtime.tickets.live(), runtime.orders.live());
+    let mut bare = Vec::with_capacity(count);
+    for _ in 0..count {
+        bare.push(Actor::spawn(None, Bare, ()).await?);
+    }
+    let with_bare = resident_bytes()?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let per_actor = |grown: u64, actors: usize| grown as f64 / actors.max(1) as f64;
+    println!(
+        "resident before activating: {:.1} MiB (store warm)",
+        mib(baseline)
+    );
+    println!(
+        "{} ticket actors live: {:.1} MiB, {:.0} bytes per ticket actor",
+        live.0,
+        mib(with_tickets),
+        per_actor(with_tickets.saturating_sub(baseline), live.0)
+    );
+    println!(
+        "{} order actors live: {:.1} MiB, {:.0} bytes per order actor",
+        live.1,
+        mib(with_orders),
+        per_actor(with_orders.saturating_sub(with_tickets), live.1)
+    );
+    println!(
+        "{count} bare ractor actors: {:.1} MiB, {:.0} bytes per actor",
+        mib(with_bare),
+        per_actor(with_bare.saturating_sub(with_orders), count)
+    );
+    for (actor, handle) in bare {
+        actor.stop(None);
+        handle.await?;
+    }
+    if live != (count, count) {
+        return Err(format!("expected {count} live actors of each kind, found {live:?}").into());
+    }
+    // Nothing was written: the directory is thrown away without closing the store.
+    runtime.shutdown().await;
     Ok(())
 }
