@@ -68,10 +68,14 @@ fn hex_value(digit: u8) -> Result<u8, InvalidId> {
 
 impl fmt::Display for ObjectId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(formatter, "{byte:02x}")?;
+        // Ids are formatted for every event, key and log line: one write, not twelve.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 24];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
         }
-        Ok(())
+        formatter.pad(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 

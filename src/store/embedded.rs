@@ -49,6 +49,12 @@ const NEXT_EVENT_SEQ: &str = "next_event_seq";
 const NEXT_COMMAND_ID: &str = "next_command_id";
 const PUBLISHED_SEQ: &str = "published_seq";
 
+/// redb's page cache (its default is 1 GiB). The file's pages are in the kernel's page cache
+/// anyway; a cache allowed to grow to a gigabyte made every write in an expiry storm fault in
+/// fresh memory (huge pages, zeroed by the kernel) on the writer thread, the embedded store's
+/// one serial resource.
+const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 /// How many queued operations one transaction takes at most.
 const GROUP_LIMIT: usize = 2048;
 
@@ -91,7 +97,10 @@ impl EmbeddedStore {
             StoreError::Unavailable(format!("cannot create {}: {error}", data_dir.display()))
         })?;
         let path = data_dir.join("boxoffice.redb");
-        let database = match Database::create(&path) {
+        let database = match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+        {
             Ok(database) => database,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse(data_dir.display().to_string()));
@@ -187,8 +196,9 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 /// Entity values are the version (8 bytes, big endian) followed by the JSON record, so a
 /// compare-and-set reads the version without parsing the record.
 fn encode_entity<T: Serialize>(version: u64, record: &T) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = version.to_be_bytes().to_vec();
-    bytes.extend(encode(record)?);
+    let mut bytes = Vec::with_capacity(1024);
+    bytes.extend(version.to_be_bytes());
+    serde_json::to_writer(&mut bytes, record).map_err(corrupt)?;
     Ok(bytes)
 }
 
@@ -198,6 +208,13 @@ fn entity_version(bytes: &[u8]) -> Result<u64, StoreError> {
         .and_then(|slice| slice.try_into().ok())
         .ok_or_else(|| corrupt("entity shorter than its version"))?;
     Ok(u64::from_be_bytes(prefix))
+}
+
+/// The state of a stored record without its history: what the writer needs of the record a
+/// write replaces (its deadline), without allocating every transition it has recorded.
+#[derive(serde::Deserialize)]
+struct StateOf<T> {
+    state: T,
 }
 
 fn decode_entity<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -440,7 +457,7 @@ fn apply_unit(
                 let ticket = &record.state;
                 let key = ticket.id.0.bytes();
                 let mut tickets = transaction.open_table(TICKETS).map_err(unavailable)?;
-                let previous: Option<Stored<Ticket>> =
+                let previous: Option<StateOf<Ticket>> =
                     match tickets.get(key.as_slice()).map_err(unavailable)? {
                         Some(value) => Some(decode_entity(value.value())?),
                         None => None,
@@ -472,7 +489,7 @@ fn apply_unit(
                 let order = &record.state;
                 let key = order.id.0.bytes();
                 let mut orders = transaction.open_table(ORDERS).map_err(unavailable)?;
-                let previous: Option<Stored<Order>> =
+                let previous: Option<StateOf<Order>> =
                     match orders.get(key.as_slice()).map_err(unavailable)? {
                         Some(value) => Some(decode_entity(value.value())?),
                         None => None,
