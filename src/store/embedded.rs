@@ -24,8 +24,7 @@ use super::{
     Stored, StoredEvent, UnitOfWork,
 };
 use crate::domain::{
-    DomainEvent, Email, ObjectId, Order, OrderId, OrderStatus, Ticket, TicketId, Timestamp, User,
-    UserId,
+    Email, ObjectId, Order, OrderId, OrderStatus, Ticket, TicketId, Timestamp, User, UserId,
 };
 
 type Bytes = &'static [u8];
@@ -69,11 +68,7 @@ pub struct EmbeddedStore {
 }
 
 enum WriteOperation {
-    /// A unit of work, with its events' outbox fields built by the committing task.
-    Commit {
-        unit: UnitOfWork,
-        events: Vec<PreparedEvent>,
-    },
+    Commit(UnitOfWork),
     InsertUser(User),
     SetPublishedSeq(u64),
     RaiseFence {
@@ -312,11 +307,9 @@ fn run_writer(database: &Database, requests: &std_mpsc::Receiver<WriteRequest>) 
             .begin_write()
             .map_err(unavailable)
             .and_then(|transaction| {
-                let mut tables = WriteTables::new(&transaction);
                 for request in &group {
-                    outcomes.push(apply(&mut tables, &request.operation));
+                    outcomes.push(apply(&transaction, &request.operation));
                 }
-                drop(tables);
                 transaction.commit().map_err(unavailable)
             });
         match result {
@@ -337,114 +330,22 @@ fn run_writer(database: &Database, requests: &std_mpsc::Receiver<WriteRequest>) 
     }
 }
 
-/// An event's outbox fields that do not depend on the commit (id, name, the contract's payload),
-/// built by the committing task so that the writer thread, the store's one serial resource, only
-/// numbers and stamps them. Encodes exactly as `StoredEvent` does.
-struct PreparedEvent {
-    id: String,
-    name: &'static str,
-    data: Box<serde_json::value::RawValue>,
-}
-
-impl PreparedEvent {
-    fn of(event: &DomainEvent) -> Result<PreparedEvent, StoreError> {
-        Ok(PreparedEvent {
-            id: event.id(),
-            name: event.name(),
-            data: serde_json::value::to_raw_value(&event.payload()).map_err(corrupt)?,
-        })
-    }
-
-    /// The outbox record of the event, numbered `seq`, committed at `at`.
-    fn encode(&self, seq: u64, at: Timestamp) -> Result<Vec<u8>, StoreError> {
-        /// `StoredEvent`'s fields, in its order, borrowing the prepared parts.
-        #[derive(Serialize)]
-        struct Outbox<'a> {
-            seq: u64,
-            id: &'a str,
-            name: &'a str,
-            at: Timestamp,
-            data: &'a serde_json::value::RawValue,
-        }
-        encode(&Outbox {
-            seq,
-            id: &self.id,
-            name: self.name,
-            at,
-            data: &self.data,
-        })
-    }
-}
-
-/// The tables of a group commit's transaction, each opened on first use and kept open until the
-/// group commits: opening and closing a table for every unit was a twentieth of the writer
-/// thread's time in an expiry storm.
-struct WriteTables<'txn> {
-    transaction: &'txn WriteTransaction,
-    tickets: Option<redb::Table<'txn, Bytes, Bytes>>,
-    orders: Option<redb::Table<'txn, Bytes, Bytes>>,
-    users: Option<redb::Table<'txn, Bytes, Bytes>>,
-    users_by_email: Option<redb::Table<'txn, &'static str, Bytes>>,
-    available: Option<redb::Table<'txn, Bytes, ()>>,
-    orders_by_user: Option<redb::Table<'txn, Bytes, ()>>,
-    awaiting: Option<redb::Table<'txn, Bytes, ()>>,
-    deadlines: Option<redb::Table<'txn, Bytes, ()>>,
-    events: Option<redb::Table<'txn, u64, Bytes>>,
-    commands: Option<redb::Table<'txn, u64, Bytes>>,
-    payments: Option<redb::Table<'txn, Bytes, Bytes>>,
-    meta: Option<redb::Table<'txn, &'static str, u64>>,
-    fences: Option<redb::Table<'txn, &'static str, u64>>,
-}
-
-impl<'txn> WriteTables<'txn> {
-    fn new(transaction: &'txn WriteTransaction) -> Self {
-        WriteTables {
-            transaction,
-            tickets: None,
-            orders: None,
-            users: None,
-            users_by_email: None,
-            available: None,
-            orders_by_user: None,
-            awaiting: None,
-            deadlines: None,
-            events: None,
-            commands: None,
-            payments: None,
-            meta: None,
-            fences: None,
-        }
-    }
-}
-
-/// The table in `slot`, opened in `transaction` if it is not yet.
-fn opened<'slot, 'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
-    slot: &'slot mut Option<redb::Table<'txn, K, V>>,
-    transaction: &'txn WriteTransaction,
-    definition: TableDefinition<K, V>,
-) -> Result<&'slot mut redb::Table<'txn, K, V>, StoreError> {
-    if slot.is_none() {
-        *slot = Some(transaction.open_table(definition).map_err(unavailable)?);
-    }
-    slot.as_mut()
-        .ok_or_else(|| StoreError::Unavailable("a table did not open".into()))
-}
-
 /// Applies one operation inside the group's transaction; checks everything before writing
 /// anything, so a refused operation leaves no trace.
 fn apply(
-    tables: &mut WriteTables<'_>,
+    transaction: &WriteTransaction,
     operation: &WriteOperation,
 ) -> Result<WriteOutcome, StoreError> {
-    let transaction = tables.transaction;
     match operation {
-        WriteOperation::Commit { unit, events } => {
-            check_fence(tables, unit)?;
-            check_versions(tables, unit)?;
-            apply_unit(tables, unit, events).map(WriteOutcome::Committed)
+        WriteOperation::Commit(unit) => {
+            check_fence(transaction, unit)?;
+            check_versions(transaction, unit)?;
+            apply_unit(transaction, unit).map(WriteOutcome::Committed)
         }
         WriteOperation::InsertUser(user) => {
-            let by_email = opened(&mut tables.users_by_email, transaction, USERS_BY_EMAIL)?;
+            let mut by_email = transaction
+                .open_table(USERS_BY_EMAIL)
+                .map_err(unavailable)?;
             if by_email
                 .get(user.email.as_str())
                 .map_err(unavailable)?
@@ -456,13 +357,14 @@ fn apply(
             by_email
                 .insert(user.email.as_str(), id.as_slice())
                 .map_err(unavailable)?;
-            opened(&mut tables.users, transaction, USERS)?
+            let mut users = transaction.open_table(USERS).map_err(unavailable)?;
+            users
                 .insert(id.as_slice(), encode(user)?.as_slice())
                 .map_err(unavailable)?;
             Ok(WriteOutcome::Done)
         }
         WriteOperation::SetPublishedSeq(seq) => {
-            let meta = opened(&mut tables.meta, transaction, META)?;
+            let mut meta = transaction.open_table(META).map_err(unavailable)?;
             let current = meta
                 .get(PUBLISHED_SEQ)
                 .map_err(unavailable)?
@@ -473,7 +375,7 @@ fn apply(
             Ok(WriteOutcome::Done)
         }
         WriteOperation::RaiseFence { kind, shard, epoch } => {
-            let fences = opened(&mut tables.fences, transaction, SHARD_FENCES)?;
+            let mut fences = transaction.open_table(SHARD_FENCES).map_err(unavailable)?;
             let key = fence_key(kind, *shard);
             let stored = fences
                 .get(key.as_str())
@@ -496,11 +398,11 @@ fn fence_key(kind: &str, shard: u32) -> String {
 /// Refuses a unit whose fence epoch is below the shard's stored one (a shard never fenced is
 /// at epoch 0). The writer thread applies operations one at a time, so nothing can raise the
 /// fence between this check and the unit's writes.
-fn check_fence(tables: &mut WriteTables<'_>, unit: &UnitOfWork) -> Result<(), StoreError> {
+fn check_fence(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<(), StoreError> {
     let Some(fence) = &unit.fence else {
         return Ok(());
     };
-    let fences = opened(&mut tables.fences, tables.transaction, SHARD_FENCES)?;
+    let fences = transaction.open_table(SHARD_FENCES).map_err(unavailable)?;
     let stored = fences
         .get(fence_key(&fence.kind, fence.shard).as_str())
         .map_err(unavailable)?
@@ -516,27 +418,19 @@ fn check_fence(tables: &mut WriteTables<'_>, unit: &UnitOfWork) -> Result<(), St
     Ok(())
 }
 
-fn check_versions(tables: &mut WriteTables<'_>, unit: &UnitOfWork) -> Result<(), StoreError> {
-    let transaction = tables.transaction;
+fn check_versions(transaction: &WriteTransaction, unit: &UnitOfWork) -> Result<(), StoreError> {
     for write in &unit.writes {
         let (table, id, expected) = match write {
             EntityWrite::Ticket {
                 expected_version,
                 record,
-            } => (
-                opened(&mut tables.tickets, transaction, TICKETS)?,
-                record.state.id.0,
-                *expected_version,
-            ),
+            } => (TICKETS, record.state.id.0, *expected_version),
             EntityWrite::Order {
                 expected_version,
                 record,
-            } => (
-                opened(&mut tables.orders, transaction, ORDERS)?,
-                record.state.id.0,
-                *expected_version,
-            ),
+            } => (ORDERS, record.state.id.0, *expected_version),
         };
+        let table = transaction.open_table(table).map_err(unavailable)?;
         let found = match table.get(id.bytes().as_slice()).map_err(unavailable)? {
             Some(value) => Some(entity_version(value.value())?),
             None => None,
@@ -553,18 +447,16 @@ fn check_versions(tables: &mut WriteTables<'_>, unit: &UnitOfWork) -> Result<(),
 }
 
 fn apply_unit(
-    tables: &mut WriteTables<'_>,
+    transaction: &WriteTransaction,
     unit: &UnitOfWork,
-    prepared: &[PreparedEvent],
 ) -> Result<CommitReceipt, StoreError> {
-    let transaction = tables.transaction;
-    let deadlines = opened(&mut tables.deadlines, transaction, DEADLINES)?;
+    let mut deadlines = transaction.open_table(DEADLINES).map_err(unavailable)?;
     for write in &unit.writes {
         match write {
             EntityWrite::Ticket { record, .. } => {
                 let ticket = &record.state;
                 let key = ticket.id.0.bytes();
-                let tickets = opened(&mut tables.tickets, transaction, TICKETS)?;
+                let mut tickets = transaction.open_table(TICKETS).map_err(unavailable)?;
                 let previous: Option<StateOf<Ticket>> =
                     match tickets.get(key.as_slice()).map_err(unavailable)? {
                         Some(value) => Some(decode_entity(value.value())?),
@@ -576,7 +468,9 @@ fn apply_unit(
                         encode_entity(ticket.version, record)?.as_slice(),
                     )
                     .map_err(unavailable)?;
-                let available = opened(&mut tables.available, transaction, AVAILABLE_TICKETS)?;
+                let mut available = transaction
+                    .open_table(AVAILABLE_TICKETS)
+                    .map_err(unavailable)?;
                 if ticket.is_available() {
                     available.insert(key.as_slice(), ()).map_err(unavailable)?;
                 } else {
@@ -584,7 +478,7 @@ fn apply_unit(
                 }
                 let old = previous.and_then(|p| p.state.deadline());
                 replace_deadline(
-                    deadlines,
+                    &mut deadlines,
                     DeadlineKind::TicketReservation,
                     ticket.id.0,
                     old,
@@ -594,7 +488,7 @@ fn apply_unit(
             EntityWrite::Order { record, .. } => {
                 let order = &record.state;
                 let key = order.id.0.bytes();
-                let orders = opened(&mut tables.orders, transaction, ORDERS)?;
+                let mut orders = transaction.open_table(ORDERS).map_err(unavailable)?;
                 let previous: Option<StateOf<Order>> =
                     match orders.get(key.as_slice()).map_err(unavailable)? {
                         Some(value) => Some(decode_entity(value.value())?),
@@ -607,12 +501,16 @@ fn apply_unit(
                     )
                     .map_err(unavailable)?;
                 if previous.is_none() {
-                    let by_user = opened(&mut tables.orders_by_user, transaction, ORDERS_BY_USER)?;
+                    let mut by_user = transaction
+                        .open_table(ORDERS_BY_USER)
+                        .map_err(unavailable)?;
                     let mut index = order.user_id.0.bytes().to_vec();
                     index.extend(key);
                     by_user.insert(index.as_slice(), ()).map_err(unavailable)?;
                 }
-                let awaiting = opened(&mut tables.awaiting, transaction, ORDERS_AWAITING_PAYMENT)?;
+                let mut awaiting = transaction
+                    .open_table(ORDERS_AWAITING_PAYMENT)
+                    .map_err(unavailable)?;
                 if order.status == OrderStatus::AwaitingPayment {
                     awaiting.insert(key.as_slice(), ()).map_err(unavailable)?;
                 } else {
@@ -620,7 +518,7 @@ fn apply_unit(
                 }
                 let old = previous.and_then(|p| p.state.deadline());
                 replace_deadline(
-                    deadlines,
+                    &mut deadlines,
                     DeadlineKind::OrderExpiry,
                     order.id.0,
                     old,
@@ -630,25 +528,26 @@ fn apply_unit(
         }
     }
 
-    let meta = opened(&mut tables.meta, transaction, META)?;
+    let mut meta = transaction.open_table(META).map_err(unavailable)?;
     let mut receipt = CommitReceipt::default();
-    if !prepared.is_empty() {
-        let events = opened(&mut tables.events, transaction, EVENTS)?;
+    if !unit.events.is_empty() {
+        let mut events = transaction.open_table(EVENTS).map_err(unavailable)?;
         let mut seq = meta
             .get(NEXT_EVENT_SEQ)
             .map_err(unavailable)?
             .map_or(1, |v| v.value());
         let at = crate::clock::now();
-        for event in prepared {
+        for event in &unit.events {
+            let stored = StoredEvent::new(seq, event, at);
             events
-                .insert(seq, event.encode(seq, at)?.as_slice())
+                .insert(seq, encode(&stored)?.as_slice())
                 .map_err(unavailable)?;
             receipt.last_event_seq = seq;
             seq += 1;
         }
         meta.insert(NEXT_EVENT_SEQ, seq).map_err(unavailable)?;
     }
-    let commands = opened(&mut tables.commands, transaction, COMMANDS)?;
+    let mut commands = transaction.open_table(COMMANDS).map_err(unavailable)?;
     if !unit.commands.is_empty() {
         let mut id = meta
             .get(NEXT_COMMAND_ID)
@@ -667,7 +566,7 @@ fn apply_unit(
         commands.remove(*done).map_err(unavailable)?;
     }
     if !unit.payments.is_empty() {
-        let payments = opened(&mut tables.payments, transaction, PAYMENTS)?;
+        let mut payments = transaction.open_table(PAYMENTS).map_err(unavailable)?;
         for payment in &unit.payments {
             payments
                 .insert(payment.id.0.bytes().as_slice(), encode(payment)?.as_slice())
@@ -715,12 +614,7 @@ fn load_entity<T: DeserializeOwned>(
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn commit(&self, unit: UnitOfWork) -> Result<CommitReceipt, StoreError> {
-        let events = unit
-            .events
-            .iter()
-            .map(PreparedEvent::of)
-            .collect::<Result<Vec<_>, _>>()?;
-        match self.write(WriteOperation::Commit { unit, events }).await? {
+        match self.write(WriteOperation::Commit(unit)).await? {
             WriteOutcome::Committed(receipt) => Ok(receipt),
             WriteOutcome::FenceEpoch(_) | WriteOutcome::Done => Ok(CommitReceipt::default()),
         }
@@ -944,34 +838,6 @@ mod tests {
 
     fn id(n: u32) -> ObjectId {
         ObjectId::from_parts(n, [3; 5], n)
-    }
-
-    #[test]
-    fn a_prepared_event_encodes_exactly_as_its_stored_event() {
-        let created = Ticket::create(
-            TicketId(id(7)),
-            Title::parse("a \"quoted\" show").unwrap(),
-            Price::from_cents(1250).unwrap(),
-            UserId(id(1000)),
-        );
-        let reserved = match created.state.reserve(
-            crate::domain::OrderId(id(8)),
-            Timestamp::from_millis(2_000_000),
-            Timestamp::from_millis(1_000_000),
-            std::time::Duration::ZERO,
-        ) {
-            crate::domain::ReserveDecision::Reserved(change) => change,
-            other => panic!("a free ticket refused: {other:?}"),
-        };
-        let at = Timestamp::from_millis(1_234_567);
-        for (seq, event) in created.events.iter().chain(&reserved.events).enumerate() {
-            let seq = seq as u64 + 41;
-            let prepared = PreparedEvent::of(event).unwrap().encode(seq, at).unwrap();
-            assert_eq!(
-                String::from_utf8(prepared).unwrap(),
-                String::from_utf8(encode(&StoredEvent::new(seq, event, at)).unwrap()).unwrap()
-            );
-        }
     }
 
     fn ticket(n: u32) -> Stored<Ticket> {
