@@ -34,8 +34,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use boxoffice::actors::{DirectoryConfig, Runtime, RuntimeConfig};
 
 use boxoffice::domain::{
-    DomainEvent, Order, OrderId, OrderStatus, Price, ReserveDecision, Ticket, TicketId,
-    TicketSnapshot, Timestamp, Title, UserId,
+    Order, OrderId, OrderStatus, Price, ReserveDecision, Ticket, TicketId, TicketSnapshot,
+    Timestamp, Title, UserId,
 };
 use boxoffice::ids::IdGenerator;
 use boxoffice::metrics::Metrics;
@@ -79,25 +79,6 @@ async fn main() -> Result<(), Failure> {
     }
 }
 
-/// A transition as the actors record it.
-fn transition(
-    message: &str,
-    from: &str,
-    to: &str,
-    version: u64,
-    events: &[DomainEvent],
-) -> Transition {
-    Transition {
-        at: boxoffice::clock::now(),
-        message: message.into(),
-        request_id: None,
-        from: from.into(),
-        to: to.into(),
-        version,
-        events: events.iter().map(DomainEvent::id).collect(),
-    }
-}
-
 async fn seed(
     directory: &Path,
     count: usize,
@@ -127,7 +108,7 @@ async fn seed(
             let mut ticket = Stored::new(created.state.clone());
             ticket.advance(
                 created.state.clone(),
-                transition("Create", "absent", "available", 0, &created.events),
+                Transition::new("Create", None, "absent", "available", 0, &created.events),
             );
             let ReserveDecision::Reserved(reserved) =
                 created.state.reserve(order_id, due, now, Duration::ZERO)
@@ -137,8 +118,9 @@ async fn seed(
             let version = reserved.state.version;
             ticket.advance(
                 reserved.state.clone(),
-                transition(
+                Transition::new(
                     "Reserve",
+                    None,
                     "available",
                     "reserved",
                     version,
@@ -155,7 +137,7 @@ async fn seed(
             let mut order = Stored::new(placed.state.clone());
             order.advance(
                 placed.state,
-                transition("Create", "absent", "created", 0, &placed.events),
+                Transition::new("Create", None, "absent", "created", 0, &placed.events),
             );
             unit.writes.push(EntityWrite::Ticket {
                 expected_version: None,

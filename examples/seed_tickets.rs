@@ -44,15 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut record = Stored::new(change.state.clone());
             record.advance(
                 change.state,
-                Transition {
-                    at: boxoffice::clock::now(),
-                    message: "Create".into(),
-                    request_id: None,
-                    from: "absent".into(),
-                    to: "available".into(),
-                    version: 0,
-                    events: change.events.iter().map(|event| event.id()).collect(),
-                },
+                Transition::new("Create", None, "absent", "available", 0, &change.events),
             );
             unit.writes.push(EntityWrite::Ticket {
                 expected_version: None,

@@ -6,7 +6,7 @@
 //! events and commands of the transition, then adopts it.
 
 use super::entity::Snapshot;
-use super::{ActorError, RequestContext, transition};
+use super::{ActorError, RequestContext};
 use crate::domain::{Change, Order, OrderRefusal, Ticket, TicketRefusal};
 use crate::payments::PaymentError;
 use crate::store::{EntityWrite, StoreError, Stored, Transition};
@@ -160,9 +160,9 @@ impl<T: Persistent> Held<T> {
     /// Stages `change`, caused by `message`, for the store.
     pub fn stage(&self, message: &str, context: &RequestContext, change: &Change<T>) -> Staged<T> {
         let expected_version = self.get().map(Persistent::version);
-        let entry = transition(
+        let entry = Transition::new(
             message,
-            context,
+            context.request_id.clone(),
             T::status(self.get()),
             T::status(Some(&change.state)),
             change.state.version(),

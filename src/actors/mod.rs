@@ -667,23 +667,3 @@ impl Runtime {
         self.tickets.shutdown(deadline).await;
     }
 }
-
-/// Builds the transition record of a persisted change.
-pub(crate) fn transition(
-    message: &str,
-    context: &RequestContext,
-    from: &str,
-    to: &str,
-    version: u64,
-    events: &[crate::domain::DomainEvent],
-) -> Transition {
-    Transition {
-        at: crate::clock::now(),
-        message: message.to_string(),
-        request_id: context.request_id.clone(),
-        from: from.to_string(),
-        to: to.to_string(),
-        version,
-        events: events.iter().map(|event| event.id()).collect(),
-    }
-}

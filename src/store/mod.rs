@@ -41,6 +41,29 @@ pub struct Transition {
     pub events: Vec<String>,
 }
 
+impl Transition {
+    /// The transition recorded now: `message` (from the request `request_id`, if any) took the
+    /// entity from status `from` to `to` at `version`, producing `events`.
+    pub fn new(
+        message: &str,
+        request_id: Option<String>,
+        from: &str,
+        to: &str,
+        version: u64,
+        events: &[DomainEvent],
+    ) -> Transition {
+        Transition {
+            at: crate::clock::now(),
+            message: message.to_string(),
+            request_id,
+            from: from.to_string(),
+            to: to.to_string(),
+            version,
+            events: events.iter().map(DomainEvent::id).collect(),
+        }
+    }
+}
+
 /// An entity's state with its recent transitions, newest last.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored<T> {

@@ -241,15 +241,14 @@ async fn at_start_a_reservation_without_its_order_is_freed_and_the_others_stay_p
     let expected_version = Some(record.state.version);
     record.advance(
         reserved.state.clone(),
-        Transition {
-            at: now,
-            message: "Reserve".into(),
-            request_id: None,
-            from: "available".into(),
-            to: "reserved".into(),
-            version: reserved.state.version,
-            events: reserved.events.iter().map(|event| event.id()).collect(),
-        },
+        Transition::new(
+            "Reserve",
+            None,
+            "available",
+            "reserved",
+            reserved.state.version,
+            &reserved.events,
+        ),
     );
     let unit = UnitOfWork {
         writes: vec![EntityWrite::Ticket {
