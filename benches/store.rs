@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 
-use boxoffice::domain::{
-    ExpireOutcome, Order, OrderId, Price, ReserveDecision, Ticket, TicketId, TicketSnapshot,
-    Timestamp, Title, UserId,
-};
+use boxoffice::domain::{ExpireOutcome, Order, Price, Ticket, Timestamp, Title, UserId};
 use boxoffice::ids::IdGenerator;
+use boxoffice::store::seed::ReservedOrder;
 use boxoffice::store::{
     Command, EmbeddedStore, EntityWrite, Store, Stored, Transition, UnitOfWork,
 };
@@ -46,52 +44,14 @@ async fn seed(store: &EmbeddedStore, ids: &IdGenerator, count: u64) -> Vec<Due> 
         let mut unit = UnitOfWork::default();
         let mut batch = Vec::new();
         for _ in 0..SEED_BATCH.min(usize::try_from(count).unwrap_or(usize::MAX) - seeded.len()) {
-            let order_id = OrderId(ids.next());
             let title = Title::parse("Bench seat").expect("title");
-            let created = Ticket::create(TicketId(ids.next()), title, price, seller);
-            let ReserveDecision::Reserved(reserved) =
-                created
-                    .state
-                    .reserve(order_id, placed_at.plus(ttl), placed_at, Duration::ZERO)
-            else {
-                panic!("a new ticket refused its first reservation");
-            };
-            let mut ticket = Stored::new(created.state.clone());
-            ticket.advance(
-                reserved.state.clone(),
-                Transition::new(
-                    "Reserve",
-                    None,
-                    "available",
-                    "reserved",
-                    1,
-                    &reserved.events,
-                ),
-            );
-            let snapshot = TicketSnapshot {
-                id: reserved.state.id,
-                title: "Bench seat".into(),
-                price,
-                version: reserved.state.version,
-            };
-            let placed = Order::create(order_id, buyer, snapshot, placed_at, ttl);
-            let mut order = Stored::new(placed.state.clone());
-            order.advance(
-                placed.state,
-                Transition::new("Create", None, "absent", "created", 0, &placed.events),
-            );
-            unit.writes.push(EntityWrite::Ticket {
-                expected_version: None,
-                record: ticket.clone(),
+            let reserved = ReservedOrder::new(ids, title, price, seller, buyer, placed_at, ttl)
+                .expect("a new ticket takes its first reservation");
+            batch.push(Due {
+                order: reserved.order.clone(),
+                ticket: reserved.ticket.clone(),
             });
-            unit.writes.push(EntityWrite::Order {
-                expected_version: None,
-                record: order.clone(),
-            });
-            unit.events.extend(created.events);
-            unit.events.extend(reserved.events);
-            unit.events.extend(placed.events);
-            batch.push(Due { order, ticket });
+            reserved.add_to(&mut unit);
         }
         store.commit(unit).await.expect("seed a batch");
         seeded.extend(batch);

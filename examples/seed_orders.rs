@@ -33,14 +33,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use boxoffice::actors::{DirectoryConfig, Runtime, RuntimeConfig};
 
-use boxoffice::domain::{
-    Order, OrderId, OrderStatus, Price, ReserveDecision, Ticket, TicketId, TicketSnapshot,
-    Timestamp, Title, UserId,
-};
+use boxoffice::domain::{OrderId, OrderStatus, Price, Timestamp, Title, UserId};
 use boxoffice::ids::IdGenerator;
 use boxoffice::metrics::Metrics;
 use boxoffice::payments::SandboxGateway;
-use boxoffice::store::{EmbeddedStore, EntityWrite, Store, Stored, Transition, UnitOfWork};
+use boxoffice::store::seed::ReservedOrder;
+use boxoffice::store::{EmbeddedStore, Store, UnitOfWork};
 use boxoffice::timers::EmbeddedTimers;
 
 /// The allocator `boxoffice serve` uses, so that `memory` measures what the server would hold.
@@ -101,56 +99,20 @@ async fn seed(
     while written < count {
         let mut unit = UnitOfWork::default();
         for index in written..(written + BATCH).min(count) {
-            let order_id = OrderId(ids.next());
             let title =
                 Title::parse(&format!("Storm seat {index}")).map_err(|error| error.message)?;
-            let created = Ticket::create(TicketId(ids.next()), title, price, seller);
-            let mut ticket = Stored::new(created.state.clone());
-            ticket.advance(
-                created.state.clone(),
-                Transition::new("Create", None, "absent", "available", 0, &created.events),
-            );
-            let ReserveDecision::Reserved(reserved) =
-                created.state.reserve(order_id, due, now, Duration::ZERO)
-            else {
-                return Err("a new ticket refused its first reservation".into());
-            };
-            let version = reserved.state.version;
-            ticket.advance(
-                reserved.state.clone(),
-                Transition::new(
-                    "Reserve",
-                    None,
-                    "available",
-                    "reserved",
-                    version,
-                    &reserved.events,
-                ),
-            );
-            let snapshot = TicketSnapshot {
-                id: reserved.state.id,
-                title: reserved.state.title.as_str().to_string(),
+            let seeded = ReservedOrder::new(
+                &ids,
+                title,
                 price,
-                version,
-            };
-            let placed = Order::create(order_id, buyers[index % BUYERS], snapshot, now, due_in);
-            let mut order = Stored::new(placed.state.clone());
-            order.advance(
-                placed.state,
-                Transition::new("Create", None, "absent", "created", 0, &placed.events),
-            );
-            unit.writes.push(EntityWrite::Ticket {
-                expected_version: None,
-                record: ticket,
-            });
-            unit.writes.push(EntityWrite::Order {
-                expected_version: None,
-                record: order,
-            });
-            unit.events.extend(created.events);
-            unit.events.extend(reserved.events);
-            unit.events.extend(placed.events);
-            writeln!(out, "{order_id}")?;
+                seller,
+                buyers[index % BUYERS],
+                now,
+                due_in,
+            )
+            .ok_or("a new ticket refused its first reservation")?;
+            writeln!(out, "{}", seeded.order.state.id)?;
+            seeded.add_to(&mut unit);
         }
         written += unit.writes.len() / 2;
         last_event_seq = store.commit(unit).await?.last_event_seq;

@@ -9,6 +9,7 @@
 
 mod embedded;
 mod mongo;
+pub mod seed;
 
 pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
