@@ -11,9 +11,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use boxoffice::domain::{Price, Ticket, TicketId, Title, UserId};
+use boxoffice::domain::{Price, TicketId, Title, UserId};
 use boxoffice::ids::IdGenerator;
-use boxoffice::store::{EmbeddedStore, EntityWrite, Store, Stored, Transition, UnitOfWork};
+use boxoffice::store::seed::created_ticket;
+use boxoffice::store::{EmbeddedStore, EntityWrite, Store, UnitOfWork};
 
 /// Tickets per commit: large groups are what the store's group commit is for.
 const BATCH: usize = 10_000;
@@ -40,17 +41,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for index in written..(written + BATCH).min(count) {
             let title =
                 Title::parse(&format!("Seeded seat {index}")).map_err(|error| error.message)?;
-            let change = Ticket::create(TicketId(ids.next()), title, price, seller);
-            let mut record = Stored::new(change.state.clone());
-            record.advance(
-                change.state,
-                Transition::new("Create", None, "absent", "available", 0, &change.events),
-            );
+            let (record, events) = created_ticket(TicketId(ids.next()), title, price, seller);
             unit.writes.push(EntityWrite::Ticket {
                 expected_version: None,
                 record,
             });
-            unit.events.extend(change.events);
+            unit.events.extend(events);
         }
         written += unit.writes.len();
         last_event_seq = store.commit(unit).await?.last_event_seq;

@@ -1,5 +1,6 @@
 //! Records as the actors would have written them, for bulk seeding through the `Store` port
-//! (`examples/seed_orders.rs`, `benches/store.rs`): data sets too large to create over HTTP.
+//! (`examples/seed_tickets.rs`, `examples/seed_orders.rs`, `benches/store.rs`): data sets too
+//! large to create over HTTP.
 
 use std::time::Duration;
 
@@ -9,6 +10,23 @@ use crate::domain::{
     Timestamp, Title, UserId,
 };
 use crate::ids::IdGenerator;
+
+/// Ticket `id` just put on sale by `seller`: its record with the `Create` transition, and the
+/// event of that transition.
+pub fn created_ticket(
+    id: TicketId,
+    title: Title,
+    price: Price,
+    seller: UserId,
+) -> (Stored<Ticket>, Vec<DomainEvent>) {
+    let created = Ticket::create(id, title, price, seller);
+    let mut record = Stored::new(created.state.clone());
+    record.advance(
+        created.state,
+        Transition::new("Create", None, "absent", "available", 0, &created.events),
+    );
+    (record, created.events)
+}
 
 /// A new ticket reserved by a new unpaid order: both records with their transitions, and the
 /// events of the three transitions (ticket created, ticket reserved, order created).
@@ -33,15 +51,10 @@ impl ReservedOrder {
     ) -> Option<ReservedOrder> {
         let ticket_id = TicketId(ids.next());
         let order_id = OrderId(ids.next());
-        let created = Ticket::create(ticket_id, title, price, seller);
-        let mut ticket = Stored::new(created.state.clone());
-        ticket.advance(
-            created.state.clone(),
-            Transition::new("Create", None, "absent", "available", 0, &created.events),
-        );
+        let (mut ticket, mut events) = created_ticket(ticket_id, title, price, seller);
         let due = placed_at.plus(ttl);
         let ReserveDecision::Reserved(reserved) =
-            created
+            ticket
                 .state
                 .reserve(order_id, due, placed_at, Duration::ZERO)
         else {
@@ -71,7 +84,6 @@ impl ReservedOrder {
             placed.state,
             Transition::new("Create", None, "absent", "created", 0, &placed.events),
         );
-        let mut events = created.events;
         events.extend(reserved.events);
         events.extend(placed.events);
         Some(ReservedOrder {
