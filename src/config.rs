@@ -199,7 +199,8 @@ pub struct ServeArgs {
     /// MongoDB database name (cluster mode).
     #[arg(long, env = "BOXOFFICE_MONGO_DB", default_value = "boxoffice")]
     pub mongo_db: String,
-    /// Idle time after which an actor is stopped to free memory.
+    /// Idle time after which an actor is stopped to free memory (one second for an order that
+    /// is cancelled or paid, which no request can change any more).
     #[arg(long, env = "BOXOFFICE_PASSIVATE_AFTER", default_value = "2m", value_parser = parse_duration)]
     pub passivate_after: Duration,
     /// Requests queued per actor beyond which new ones get 503 with Retry-After.

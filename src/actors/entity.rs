@@ -78,6 +78,10 @@ pub struct Snapshot {
     /// The entity's status (`available`, `reserved`, `created`, ...).
     pub status: String,
     pub version: Option<u64>,
+    /// Whether no request can change the entity any more (a cancelled or paid order). Such an
+    /// actor only answers reads, so it is passivated after a second idle, like an absent one.
+    #[serde(skip)]
+    pub is_final: bool,
 }
 
 /// Per-activation bookkeeping shared between the directory and the actor.
@@ -145,6 +149,13 @@ impl EntityCell {
         let previous = self.service_micros.load(Ordering::Relaxed);
         self.service_micros
             .store((previous * 7 + sample) / 8, Ordering::Relaxed);
+    }
+
+    /// Whether the entity is absent or final, so its actor is stopped after a second idle.
+    fn is_short_lived(&self) -> bool {
+        self.snapshot
+            .lock()
+            .is_ok_and(|snapshot| !snapshot.exists || snapshot.is_final)
     }
 
     fn idle_for(&self) -> Duration {
@@ -534,9 +545,9 @@ impl<A: EntityActor> EntityTable<A> {
         Ok(entry)
     }
 
-    /// Stops actors idle longer than `passivate_after` (entities that do not exist after one
-    /// second), and the idlest ones while more than `max_live` are active. Returns how many
-    /// were stopped.
+    /// Stops actors idle longer than `passivate_after` (after one second, entities that do not
+    /// exist or can no longer change), and the idlest ones while more than `max_live` are
+    /// active. Returns how many were stopped.
     pub async fn passivate_idle(&self) -> usize {
         let mut stopped = 0;
         let over_budget = self.live().saturating_sub(self.config.max_live);
@@ -556,9 +567,8 @@ impl<A: EntityActor> EntityTable<A> {
                     .filter(|(_, entry)| entry.cell.depth() == 0)
                     .filter(|(_, entry)| {
                         let idle = entry.cell.idle_for();
-                        let is_absent = !entry.cell.snapshot().exists;
                         idle >= self.config.passivate_after
-                            || (is_absent && idle >= Duration::from_secs(1))
+                            || (idle >= Duration::from_secs(1) && entry.cell.is_short_lived())
                             || (evict_budget > 0 && idle >= Duration::from_millis(100))
                     })
                     .map(|(id, _)| *id)

@@ -65,6 +65,10 @@ pub(crate) trait Persistent: Clone {
     fn version(&self) -> u64;
     /// The status word of transitions and the admin view (`absent` when it does not exist).
     fn status(entity: Option<&Self>) -> &'static str;
+    /// Whether no request can change the entity any more.
+    fn is_final(_entity: Option<&Self>) -> bool {
+        false
+    }
     /// The store write of `record`, applied only at `expected_version`.
     fn write(expected_version: Option<u64>, record: Stored<Self>) -> EntityWrite;
 }
@@ -99,6 +103,10 @@ impl Persistent for Order {
 
     fn status(order: Option<&Order>) -> &'static str {
         order.map_or("absent", |order| order.status.as_str())
+    }
+
+    fn is_final(order: Option<&Order>) -> bool {
+        order.is_some_and(|order| order.status.is_final())
     }
 
     fn write(expected_version: Option<u64>, record: Stored<Order>) -> EntityWrite {
@@ -154,6 +162,7 @@ impl<T: Persistent> Held<T> {
             exists: entity.is_some(),
             status: T::status(entity).to_string(),
             version: entity.map(Persistent::version),
+            is_final: T::is_final(entity),
         }
     }
 

@@ -43,6 +43,11 @@ impl OrderStatus {
         }
     }
 
+    /// Whether no operation can change an order in this status any more (cancelled or paid).
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Cancelled | OrderStatus::Complete)
+    }
+
     /// What a ticket held by an order in this status should conclude about its reservation.
     pub fn as_holder_status(self) -> HolderStatus {
         match self {
@@ -483,7 +488,7 @@ mod tests {
                 };
                 if let Some(change) = change {
                     prop_assert_eq!(change.state.version, before.version + 1);
-                    prop_assert!(!matches!(before.status, OrderStatus::Cancelled | OrderStatus::Complete));
+                    prop_assert!(!before.status.is_final());
                     for event in &change.events {
                         match event {
                             DomainEvent::OrderCompleted { .. } => completed = true,

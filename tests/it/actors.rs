@@ -154,6 +154,47 @@ async fn idle_actors_are_passivated_and_come_back_with_their_version() {
     );
 }
 
+/// A cancelled order can no longer change, so its actor is stopped after a second idle instead
+/// of `--passivate-after` (two minutes here); an open order's actor stays live. Reading the
+/// cancelled order afterwards activates it again from the store.
+#[tokio::test]
+async fn a_cancelled_order_is_passivated_soon_and_an_open_one_is_not() {
+    let app = TestApp::spawn_with(AppOptions::with_args(&["--passivate-after", "2m"])).await;
+    let seller = app.new_user().await;
+    let buyer = app.new_user().await;
+    let mut orders = Vec::new();
+    for title in ["kept", "cancelled"] {
+        let ticket = app.create_ticket(&seller, title, json!(5)).await;
+        let order = app.order(&buyer, ticket["id"].as_str().unwrap()).await;
+        assert_eq!(order.status, StatusCode::CREATED, "{order:?}");
+        orders.push(order.body["id"].as_str().unwrap().to_string());
+    }
+    let (open, cancelled) = (&orders[0], &orders[1]);
+    let response = app
+        .delete(&format!("/api/orders/{cancelled}"), &buyer.bearer())
+        .await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT, "{response:?}");
+    let open_host = app.owner("order", open).await;
+    let cancelled_host = app.owner("order", cancelled).await;
+    assert!(live_ids(&cancelled_host, "order").await.contains(cancelled));
+
+    app.eventually(
+        "the cancelled order's actor to be passivated",
+        Duration::from_secs(30),
+        || async { (!live_ids(&cancelled_host, "order").await.contains(cancelled)).then_some(()) },
+    )
+    .await;
+    assert!(
+        live_ids(&open_host, "order").await.contains(open),
+        "an order that can still change keeps its actor"
+    );
+    let read = app
+        .get(&format!("/api/orders/{cancelled}"), &buyer.bearer())
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["status"], "cancelled");
+}
+
 /// Arms the crash hook of the `kind` actor `id` on the node hosting it.
 async fn arm_crash(app: &Api, kind: &str, id: &str) {
     let armed = app
