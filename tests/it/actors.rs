@@ -156,7 +156,8 @@ async fn idle_actors_are_passivated_and_come_back_with_their_version() {
 
 /// A cancelled order can no longer change, so its actor is stopped after a second idle instead
 /// of `--passivate-after` (two minutes here); an open order's actor stays live. Reading the
-/// cancelled order afterwards activates it again from the store.
+/// cancelled order afterwards activates it again from the store. (It was live: it served the
+/// cancellation. Asserting so right after it could fail on a machine stalled for a second.)
 #[tokio::test]
 async fn a_cancelled_order_is_passivated_soon_and_an_open_one_is_not() {
     let app = TestApp::spawn_with(AppOptions::with_args(&["--passivate-after", "2m"])).await;
@@ -176,7 +177,6 @@ async fn a_cancelled_order_is_passivated_soon_and_an_open_one_is_not() {
     assert_eq!(response.status, StatusCode::NO_CONTENT, "{response:?}");
     let open_host = app.owner("order", open).await;
     let cancelled_host = app.owner("order", cancelled).await;
-    assert!(live_ids(&cancelled_host, "order").await.contains(cancelled));
 
     app.eventually(
         "the cancelled order's actor to be passivated",
