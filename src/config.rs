@@ -206,7 +206,7 @@ pub struct ServeArgs {
     /// Requests queued per actor beyond which new ones get 503 with Retry-After.
     #[arg(long, env = "BOXOFFICE_MAILBOX_LIMIT", default_value = "1000", value_parser = parse_positive)]
     pub mailbox_limit: usize,
-    /// Live actors per kind above which the idlest are passivated early.
+    /// Live actors per kind above which actors idle for 100 ms are passivated early.
     #[arg(long, env = "BOXOFFICE_MAX_LIVE_ACTORS", default_value = "200000", value_parser = parse_positive)]
     pub max_live_actors: usize,
     /// Log format: text or json.

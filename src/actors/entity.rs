@@ -353,7 +353,7 @@ pub struct DirectoryConfig {
     pub shards: usize,
     pub mailbox_limit: usize,
     pub passivate_after: Duration,
-    /// Live actors per kind above which the idlest are passivated early.
+    /// Live actors per kind above which actors idle for 100 ms are passivated early.
     pub max_live: usize,
 }
 
@@ -546,8 +546,8 @@ impl<A: EntityActor> EntityTable<A> {
     }
 
     /// Stops actors idle longer than `passivate_after` (after one second, entities that do not
-    /// exist or can no longer change), and the idlest ones while more than `max_live` are
-    /// active. Returns how many were stopped.
+    /// exist or can no longer change), and, while more than `max_live` are active, actors idle
+    /// for 100 ms in the shards' order, not the idlest first. Returns how many were stopped.
     pub async fn passivate_idle(&self) -> usize {
         let mut stopped = 0;
         let over_budget = self.live().saturating_sub(self.config.max_live);
