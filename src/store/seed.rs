@@ -28,6 +28,35 @@ pub fn created_ticket(
     (record, created.events)
 }
 
+/// Reserves the stored `ticket` for `order_id` from `now` until `due`, with the `Reserve`
+/// transition the ticket actor records. Returns the reservation's events, or `None` when the
+/// domain refuses it (the ticket is already held).
+pub fn reserve(
+    ticket: &mut Stored<Ticket>,
+    order_id: OrderId,
+    due: Timestamp,
+    now: Timestamp,
+) -> Option<Vec<DomainEvent>> {
+    let ReserveDecision::Reserved(reserved) =
+        ticket.state.reserve(order_id, due, now, Duration::ZERO)
+    else {
+        return None;
+    };
+    let version = reserved.state.version;
+    ticket.advance(
+        reserved.state,
+        Transition::new(
+            "Reserve",
+            None,
+            "available",
+            "reserved",
+            version,
+            &reserved.events,
+        ),
+    );
+    Some(reserved.events)
+}
+
 /// A new ticket reserved by a new unpaid order: both records with their transitions, and the
 /// events of the three transitions (ticket created, ticket reserved, order created).
 pub struct ReservedOrder {
@@ -52,31 +81,12 @@ impl ReservedOrder {
         let ticket_id = TicketId(ids.next());
         let order_id = OrderId(ids.next());
         let (mut ticket, mut events) = created_ticket(ticket_id, title, price, seller);
-        let due = placed_at.plus(ttl);
-        let ReserveDecision::Reserved(reserved) =
-            ticket
-                .state
-                .reserve(order_id, due, placed_at, Duration::ZERO)
-        else {
-            return None;
-        };
-        let version = reserved.state.version;
-        ticket.advance(
-            reserved.state.clone(),
-            Transition::new(
-                "Reserve",
-                None,
-                "available",
-                "reserved",
-                version,
-                &reserved.events,
-            ),
-        );
+        let reserved = reserve(&mut ticket, order_id, placed_at.plus(ttl), placed_at)?;
         let snapshot = TicketSnapshot {
             id: ticket_id,
-            title: reserved.state.title.as_str().to_string(),
+            title: ticket.state.title.as_str().to_string(),
             price,
-            version,
+            version: ticket.state.version,
         };
         let placed = Order::create(order_id, buyer, snapshot, placed_at, ttl);
         let mut order = Stored::new(placed.state.clone());
@@ -84,7 +94,7 @@ impl ReservedOrder {
             placed.state,
             Transition::new("Create", None, "absent", "created", 0, &placed.events),
         );
-        events.extend(reserved.events);
+        events.extend(reserved);
         events.extend(placed.events);
         Some(ReservedOrder {
             ticket,

@@ -212,8 +212,8 @@ async fn orders_that_expire_while_the_server_is_down_expire_after_restart() {
 /// by the check (the check reads the store and asks an actor only when a hold must change).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_start_a_reservation_without_its_order_is_freed_and_the_others_stay_passivated() {
-    use boxoffice::domain::{ObjectId, OrderId, ReserveDecision, TicketId};
-    use boxoffice::store::{EmbeddedStore, EntityWrite, Store, Transition, UnitOfWork};
+    use boxoffice::domain::{ObjectId, OrderId, TicketId};
+    use boxoffice::store::{EmbeddedStore, EntityWrite, Store, UnitOfWork, seed};
 
     let mut app = TestApp::spawn().await;
     let seller = app.new_user().await;
@@ -230,32 +230,20 @@ async fn at_start_a_reservation_without_its_order_is_freed_and_the_others_stay_p
     let ticket_id = TicketId(ObjectId::parse(id_of(&orphaned)).unwrap());
     let mut record = store.load_ticket(ticket_id).await.unwrap().unwrap();
     let now = boxoffice::clock::now();
-    let ReserveDecision::Reserved(reserved) = record.state.reserve(
+    let expected_version = Some(record.state.version);
+    let events = seed::reserve(
+        &mut record,
         OrderId(ObjectId::parse(&crate::harness::random_id()).unwrap()),
         now.plus(Duration::from_secs(900)),
         now,
-        Duration::ZERO,
-    ) else {
-        panic!("a free ticket refused a reservation");
-    };
-    let expected_version = Some(record.state.version);
-    record.advance(
-        reserved.state.clone(),
-        Transition::new(
-            "Reserve",
-            None,
-            "available",
-            "reserved",
-            reserved.state.version,
-            &reserved.events,
-        ),
-    );
+    )
+    .expect("a free ticket takes a reservation");
     let unit = UnitOfWork {
         writes: vec![EntityWrite::Ticket {
             expected_version,
             record,
         }],
-        events: reserved.events,
+        events,
         ..UnitOfWork::default()
     };
     store.commit(unit).await.expect("reserve the ticket");
