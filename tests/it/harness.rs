@@ -665,7 +665,7 @@ fn start_process(data_dir: &Path, args: &[String]) -> (Child, SocketAddr, Proces
         .arg(ADMIN_TOKEN)
         .args(args)
         .env("JWT_KEY", JWT_KEY)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", boxoffice::app::DEFAULT_LOG_FILTER)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
