@@ -78,8 +78,8 @@ async fn check_invariants(node: &TestApp, acknowledged: &[(User, Value)], ticket
     let mut live_by_ticket: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut buyers: BTreeMap<String, &User> = BTreeMap::new();
     for (buyer, order) in acknowledged {
-        buyers.insert(order["id"].as_str().unwrap().to_string(), buyer);
         let id = order["id"].as_str().unwrap();
+        buyers.insert(id.to_string(), buyer);
         let shown = node
             .eventually(
                 "an acknowledged order to be readable",
