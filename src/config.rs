@@ -200,7 +200,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_MONGO_DB", default_value = "boxoffice")]
     pub mongo_db: String,
     /// Idle time after which an actor is stopped to free memory (one second for an order that
-    /// is cancelled or paid, which no request can change any more).
+    /// is cancelled or paid, which no request can change any more; an actor no client asked
+    /// anything, such as a ticket its order's expiry released, stops once it has answered).
     #[arg(long, env = "BOXOFFICE_PASSIVATE_AFTER", default_value = "2m", value_parser = parse_duration)]
     pub passivate_after: Duration,
     /// Requests queued per actor beyond which new ones get 503 with Retry-After.

@@ -97,6 +97,10 @@ pub struct EntityCell {
     /// Set before the activation is stopped on purpose (stale, handed over): the requests still
     /// queued in its mailbox are dropped unanswered, and that is not a crash.
     retired: AtomicBool,
+    /// Set once a client's request reached this activation. One that only did the platform's
+    /// own work (an expiry's release, a timer, a reconciliation) is stopped once it has nothing
+    /// queued, so an expiry storm does not keep an actor per expired order in memory.
+    asked_by_client: AtomicBool,
 }
 
 impl EntityCell {
@@ -111,7 +115,18 @@ impl EntityCell {
             started,
             snapshot: std::sync::Mutex::new(Snapshot::default()),
             retired: AtomicBool::new(false),
+            asked_by_client: AtomicBool::new(false),
         }
+    }
+
+    /// Records that a client's request reached the actor, so it stays live for
+    /// `passivate_after` once idle.
+    pub fn note_client_request(&self) {
+        self.asked_by_client.store(true, Ordering::Relaxed);
+    }
+
+    fn was_asked_by_client(&self) -> bool {
+        self.asked_by_client.load(Ordering::Relaxed)
     }
 
     /// Marks the activation as stopped on purpose; call before stopping it.
@@ -151,11 +166,14 @@ impl EntityCell {
             .store((previous * 7 + sample) / 8, Ordering::Relaxed);
     }
 
-    /// Whether the entity is absent or final, so its actor is stopped after a second idle.
+    /// Whether the actor is stopped after a second idle: no client asked it anything, or its
+    /// entity is absent or final.
     fn is_short_lived(&self) -> bool {
-        self.snapshot
-            .lock()
-            .is_ok_and(|snapshot| !snapshot.exists || snapshot.is_final)
+        !self.was_asked_by_client()
+            || self
+                .snapshot
+                .lock()
+                .is_ok_and(|snapshot| !snapshot.exists || snapshot.is_final)
     }
 
     fn idle_for(&self) -> Duration {
@@ -470,7 +488,12 @@ impl<A: EntityActor> EntityTable<A> {
         entry.cell.depth.fetch_sub(1, Ordering::AcqRel);
         metrics.mailbox_depth.get_or_create(&kind_labels).dec();
         match result {
-            Ok(CallResult::Success(answer)) => answer,
+            Ok(CallResult::Success(answer)) => {
+                if !entry.cell.was_asked_by_client() {
+                    self.passivate_if_idle(&shard, &entry).await;
+                }
+                answer
+            }
             Ok(CallResult::Timeout) => Err(ActorError::Timeout),
             // The request was still queued when the activation was stopped on purpose (another
             // activation or a newer owner wrote the entity, or the shard was handed over): it
@@ -545,9 +568,44 @@ impl<A: EntityActor> EntityTable<A> {
         Ok(entry)
     }
 
+    /// Stops the activation `entry` if nothing is queued for it (under the shard lock, like
+    /// `passivate_idle`) and it is still the entity's current one.
+    async fn passivate_if_idle(&self, shard: &Shard<A>, entry: &Entry<A::Msg>) {
+        let removed = {
+            let mut state = shard.state.lock().await;
+            let is_current = state
+                .entities
+                .get(&entry.cell.id)
+                .is_some_and(|current| current.actor.get_id() == entry.actor.get_id());
+            if !is_current || entry.cell.depth() != 0 {
+                return;
+            }
+            state.entities.remove(&entry.cell.id)
+        };
+        self.stop_passivated(removed);
+    }
+
+    /// Stops activations already removed from their shard; returns how many.
+    fn stop_passivated(&self, entries: impl IntoIterator<Item = Entry<A::Msg>>) -> usize {
+        let mut stopped = 0;
+        for entry in entries {
+            // A graceful stop: the actor has nothing queued (depth was zero under the lock).
+            entry.actor.stop(Some("passivated".into()));
+            stopped += 1;
+        }
+        self.counters.deactivated(A::KIND, stopped);
+        self.counters
+            .metrics
+            .actor_passivations
+            .get_or_create(&Metrics::kind(A::KIND.as_str()))
+            .inc_by(stopped as u64);
+        stopped
+    }
+
     /// Stops actors idle longer than `passivate_after` (after one second, entities that do not
-    /// exist or can no longer change), and, while more than `max_live` are active, actors idle
-    /// for 100 ms in the shards' order, not the idlest first. Returns how many were stopped.
+    /// exist or can no longer change, and actors no client asked), and, while more than
+    /// `max_live` are active, actors idle for 100 ms in the shards' order, not the idlest first.
+    /// Returns how many were stopped.
     pub async fn passivate_idle(&self) -> usize {
         let mut stopped = 0;
         let over_budget = self.live().saturating_sub(self.config.max_live);
@@ -581,18 +639,8 @@ impl<A: EntityActor> EntityTable<A> {
                     })
                     .collect()
             };
-            for entry in victims {
-                // A graceful stop: the actor has nothing queued (depth was zero under the lock).
-                entry.actor.stop(Some("passivated".into()));
-                stopped += 1;
-            }
+            stopped += self.stop_passivated(victims);
         }
-        self.counters.deactivated(A::KIND, stopped);
-        self.counters
-            .metrics
-            .actor_passivations
-            .get_or_create(&Metrics::kind(A::KIND.as_str()))
-            .inc_by(stopped as u64);
         stopped
     }
 

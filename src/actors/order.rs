@@ -109,6 +109,11 @@ impl Actor for OrderActor {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         state.runtime.crash_if_armed(EntityKind::Order, state.id.0);
+        if let OrderMsg::Request { request, .. } = &message
+            && request.is_from_client()
+        {
+            state.cell.note_client_request();
+        }
         // Boxed: the handlers' futures are large, and ractor keeps the processing loop's future
         // (which would hold them inline) for as long as the actor lives.
         let stale = Box::pin(state.handle_message(&myself, message)).await;

@@ -71,6 +71,21 @@ impl TicketRequest {
             TicketRequest::ReconcileHold => "ReconcileHold",
         }
     }
+
+    /// Whether a client's request causes it, rather than the platform's own work (an order's
+    /// release or sale, a timer, a reconciliation): only those keep an idle actor live.
+    pub fn is_from_client(&self) -> bool {
+        match self {
+            TicketRequest::Create { .. }
+            | TicketRequest::Get
+            | TicketRequest::Update { .. }
+            | TicketRequest::Reserve { .. } => true,
+            TicketRequest::Release { .. }
+            | TicketRequest::MarkSold { .. }
+            | TicketRequest::ResolveHold
+            | TicketRequest::ReconcileHold => false,
+        }
+    }
 }
 
 /// A request to an order actor.
@@ -104,6 +119,18 @@ impl OrderRequest {
             OrderRequest::Pay { .. } | OrderRequest::Reconcile => base * 4,
             OrderRequest::Create { .. } | OrderRequest::Cancel { .. } => base * 2,
             OrderRequest::Get | OrderRequest::Expire => base,
+        }
+    }
+
+    /// Whether a client's request causes it, rather than a timer or a reconciliation: only
+    /// those keep an idle actor live.
+    pub fn is_from_client(&self) -> bool {
+        match self {
+            OrderRequest::Create { .. }
+            | OrderRequest::Get
+            | OrderRequest::Cancel { .. }
+            | OrderRequest::Pay { .. } => true,
+            OrderRequest::Expire | OrderRequest::Reconcile => false,
         }
     }
 }

@@ -85,6 +85,9 @@ impl Actor for TicketActor {
             context,
             reply,
         } = message;
+        if request.is_from_client() {
+            state.cell.note_client_request();
+        }
         let result = match state
             .runtime
             .check_serving(EntityKind::Ticket, state.cell.shard)

@@ -21,6 +21,7 @@ mod loadtest;
 mod nats_bus;
 mod operations;
 mod orders;
+mod passivation;
 mod payments;
 mod redis_timers;
 mod servers;
