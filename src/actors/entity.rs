@@ -237,6 +237,13 @@ struct ShardState<M: ractor::Message> {
 }
 
 impl<M: ractor::Message> ShardState<M> {
+    /// Whether `actor` is the entity's current activation (not one already replaced).
+    fn is_current(&self, id: ObjectId, actor: ActorId) -> bool {
+        self.entities
+            .get(&id)
+            .is_some_and(|entry| entry.actor.get_id() == actor)
+    }
+
     /// Records the crash of the activation `actor` once (the caller that saw it and the
     /// supervisor both report it): forgets the activation and counts the restart. Returns the
     /// entity and whether it is now quarantined, or `None` when already recorded.
@@ -247,11 +254,7 @@ impl<M: ractor::Message> ShardState<M> {
         kind: EntityKind,
     ) -> Option<(ObjectId, bool)> {
         let id = self.by_actor.remove(&actor)?;
-        if self
-            .entities
-            .get(&id)
-            .is_some_and(|entry| entry.actor.get_id() == actor)
-        {
+        if self.is_current(id, actor) {
             self.entities.remove(&id);
             counters.deactivated(kind, 1);
         }
@@ -573,11 +576,7 @@ impl<A: EntityActor> EntityTable<A> {
     async fn passivate_if_idle(&self, shard: &Shard<A>, entry: &Entry<A::Msg>) {
         let removed = {
             let mut state = shard.state.lock().await;
-            let is_current = state
-                .entities
-                .get(&entry.cell.id)
-                .is_some_and(|current| current.actor.get_id() == entry.actor.get_id());
-            if !is_current || entry.cell.depth() != 0 {
+            if !state.is_current(entry.cell.id, entry.actor.get_id()) || entry.cell.depth() != 0 {
                 return;
             }
             state.entities.remove(&entry.cell.id)
@@ -856,18 +855,14 @@ impl<A: EntityActor> Actor for ShardSupervisor<A> {
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let mut state = self.shard.state.lock().await;
-                if let Some(id) = state.by_actor.remove(&cell.get_id()) {
-                    let was_current = state
-                        .entities
-                        .get(&id)
-                        .is_some_and(|entry| entry.actor.get_id() == cell.get_id());
-                    if was_current {
-                        // It stopped itself (e.g. it found it was stale): forget it; the next
-                        // message activates a fresh copy.
-                        state.entities.remove(&id);
-                        self.shard.counters.deactivated(A::KIND, 1);
-                        tracing::info!(kind = %A::KIND, entity = %id, reason = ?reason, "actor stopped itself");
-                    }
+                if let Some(id) = state.by_actor.remove(&cell.get_id())
+                    && state.is_current(id, cell.get_id())
+                {
+                    // It stopped itself (e.g. it found it was stale): forget it; the next
+                    // message activates a fresh copy.
+                    state.entities.remove(&id);
+                    self.shard.counters.deactivated(A::KIND, 1);
+                    tracing::info!(kind = %A::KIND, entity = %id, reason = ?reason, "actor stopped itself");
                 }
             }
             _ => {}
