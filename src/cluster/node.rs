@@ -159,9 +159,19 @@ impl ClusterNode {
         !self.identity_conflict.load(Ordering::Acquire)
     }
 
-    /// True once the node has joined and serves every shard placement gives it.
+    /// True once the node has joined and serves every shard placement gives it, and none of
+    /// its leases is past its deadline: a node that was paused reads not-ready from the moment
+    /// it resumes, before its loop has noticed and stopped those shards.
     pub fn is_ready(&self) -> bool {
-        self.is_ready.load(Ordering::Acquire)
+        if !self.is_ready.load(Ordering::Acquire) {
+            return false;
+        }
+        let now = self.elapsed();
+        self.served
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .all(|served| served.lease.is_serving(now, &self.timing))
     }
 
     /// The shards this node serves, with their fencing epochs.
@@ -792,6 +802,10 @@ impl ClusterNode {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             served.remove(&(kind, shard))?
         };
+        if to.is_none() {
+            // Not a hand-over: a shard placement still gives this node is no longer served.
+            self.is_ready.store(false, Ordering::Release);
+        }
         served.stop.cancel();
         let started = Instant::now();
         let (drained, in_time) = self
