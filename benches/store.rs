@@ -87,7 +87,7 @@ async fn expire(store: &EmbeddedStore, due: Due) {
         .commit(UnitOfWork {
             writes: vec![EntityWrite::Order {
                 expected_version,
-                record: order,
+                record: order.into(),
             }],
             events: change.events,
             commands: vec![Command::ReleaseTicket {
@@ -116,7 +116,7 @@ async fn expire(store: &EmbeddedStore, due: Due) {
         .commit(UnitOfWork {
             writes: vec![EntityWrite::Ticket {
                 expected_version,
-                record: ticket,
+                record: ticket.into(),
             }],
             events: release.events,
             ..UnitOfWork::default()

@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (record, events) = created_ticket(TicketId(ids.next()), title, price, seller);
             unit.writes.push(EntityWrite::Ticket {
                 expected_version: None,
-                record,
+                record: record.into(),
             });
             unit.events.extend(events);
         }

@@ -9,6 +9,8 @@ use super::entity::Snapshot;
 use super::{ActorError, RequestContext};
 use crate::domain::{Change, Order, OrderRefusal, Ticket, TicketRefusal};
 use crate::payments::PaymentError;
+use std::sync::Arc;
+
 use crate::store::{EntityWrite, StoreError, Stored, Transition};
 
 /// An error that may mean this activation is stale (another one wrote the entity).
@@ -70,7 +72,7 @@ pub(crate) trait Persistent: Clone {
         false
     }
     /// The store write of `record`, applied only at `expected_version`.
-    fn write(expected_version: Option<u64>, record: Stored<Self>) -> EntityWrite;
+    fn write(expected_version: Option<u64>, record: Arc<Stored<Self>>) -> EntityWrite;
 }
 
 impl Persistent for Ticket {
@@ -88,7 +90,7 @@ impl Persistent for Ticket {
         }
     }
 
-    fn write(expected_version: Option<u64>, record: Stored<Ticket>) -> EntityWrite {
+    fn write(expected_version: Option<u64>, record: Arc<Stored<Ticket>>) -> EntityWrite {
         EntityWrite::Ticket {
             expected_version,
             record,
@@ -109,7 +111,7 @@ impl Persistent for Order {
         order.is_some_and(|order| order.status.is_final())
     }
 
-    fn write(expected_version: Option<u64>, record: Stored<Order>) -> EntityWrite {
+    fn write(expected_version: Option<u64>, record: Arc<Stored<Order>>) -> EntityWrite {
         EntityWrite::Order {
             expected_version,
             record,
@@ -119,27 +121,29 @@ impl Persistent for Order {
 
 /// A change ready to be committed.
 pub(crate) struct Staged<T> {
-    pub record: Stored<T>,
-    pub transition: Transition,
+    record: Arc<Stored<T>>,
+    transition: Transition,
     expected_version: Option<u64>,
 }
 
 impl<T: Persistent> Staged<T> {
     /// The compare-and-set write of the staged record.
     pub fn write(&self) -> EntityWrite {
-        T::write(self.expected_version, self.record.clone())
+        T::write(self.expected_version, Arc::clone(&self.record))
     }
 }
 
 /// The record an actor holds, if its entity exists.
 pub(crate) struct Held<T> {
-    record: Option<Stored<T>>,
+    record: Option<Arc<Stored<T>>>,
 }
 
 impl<T: Persistent> Held<T> {
     /// Holds what the store returned.
     pub fn new(record: Option<Stored<T>>) -> Held<T> {
-        Held { record }
+        Held {
+            record: record.map(Arc::new),
+        }
     }
 
     /// The entity, or `NotFound`.
@@ -179,11 +183,12 @@ impl<T: Persistent> Held<T> {
         );
         let mut record = self
             .record
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or_else(|| Stored::new(change.state.clone()));
         record.advance(change.state.clone(), entry.clone());
         Staged {
-            record,
+            record: Arc::new(record),
             transition: entry,
             expected_version,
         }

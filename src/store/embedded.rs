@@ -549,7 +549,7 @@ fn apply_unit(
                 tickets
                     .insert(
                         key.as_slice(),
-                        encode_entity(ticket.version, record)?.as_slice(),
+                        encode_entity(ticket.version, record.as_ref())?.as_slice(),
                     )
                     .map_err(unavailable)?;
                 let available = opened(&mut tables.available, transaction, AVAILABLE_TICKETS)?;
@@ -579,7 +579,7 @@ fn apply_unit(
                 orders
                     .insert(
                         key.as_slice(),
-                        encode_entity(order.version, record)?.as_slice(),
+                        encode_entity(order.version, record.as_ref())?.as_slice(),
                     )
                     .map_err(unavailable)?;
                 if previous.is_none() {
@@ -941,14 +941,14 @@ mod tests {
         store
             .commit(unit(EntityWrite::Ticket {
                 expected_version: None,
-                record: record.clone(),
+                record: record.clone().into(),
             }))
             .await
             .unwrap();
         let duplicate = store
             .commit(unit(EntityWrite::Ticket {
                 expected_version: None,
-                record: record.clone(),
+                record: record.clone().into(),
             }))
             .await;
         assert!(matches!(duplicate, Err(StoreError::VersionConflict { .. })));
@@ -961,11 +961,11 @@ mod tests {
         let (a, b) = tokio::join!(
             store.commit(unit(EntityWrite::Ticket {
                 expected_version: Some(0),
-                record: first,
+                record: first.into(),
             })),
             store.commit(unit(EntityWrite::Ticket {
                 expected_version: Some(0),
-                record: second,
+                record: second.into(),
             })),
         );
         assert!(a.is_ok() != b.is_ok(), "exactly one concurrent write wins");
@@ -982,7 +982,7 @@ mod tests {
                 .commit(UnitOfWork {
                     writes: vec![EntityWrite::Ticket {
                         expected_version: None,
-                        record: ticket(7),
+                        record: ticket(7).into(),
                     }],
                     events: Ticket::create(
                         TicketId(id(7)),

@@ -14,6 +14,8 @@ pub mod seed;
 pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -93,16 +95,17 @@ impl<T> Stored<T> {
 }
 
 /// A write of one entity, applied only if the stored version is still `expected_version`
-/// (`None`: the entity must not exist yet).
+/// (`None`: the entity must not exist yet). The record is shared with the actor that adopts it
+/// once committed, so a write does not copy the entity's history.
 #[derive(Clone, Debug)]
 pub enum EntityWrite {
     Ticket {
         expected_version: Option<u64>,
-        record: Stored<Ticket>,
+        record: Arc<Stored<Ticket>>,
     },
     Order {
         expected_version: Option<u64>,
-        record: Stored<Order>,
+        record: Arc<Stored<Order>>,
     },
 }
 

@@ -107,11 +107,11 @@ impl ReservedOrder {
     pub fn add_to(self, unit: &mut UnitOfWork) {
         unit.writes.push(EntityWrite::Ticket {
             expected_version: None,
-            record: self.ticket,
+            record: self.ticket.into(),
         });
         unit.writes.push(EntityWrite::Order {
             expected_version: None,
-            record: self.order,
+            record: self.order.into(),
         });
         unit.events.extend(self.events);
     }

@@ -241,7 +241,7 @@ async fn at_start_a_reservation_without_its_order_is_freed_and_the_others_stay_p
     let unit = UnitOfWork {
         writes: vec![EntityWrite::Ticket {
             expected_version,
-            record,
+            record: record.into(),
         }],
         events,
         ..UnitOfWork::default()

@@ -47,7 +47,7 @@ fn ticket_write(change: &Change<Ticket>, expected_version: Option<u64>) -> UnitO
     UnitOfWork {
         writes: vec![EntityWrite::Ticket {
             expected_version,
-            record: Stored::new(change.state.clone()),
+            record: Stored::new(change.state.clone()).into(),
         }],
         events: change.events.clone(),
         ..UnitOfWork::default()
@@ -58,7 +58,7 @@ fn order_write(change: &Change<Order>, expected_version: Option<u64>) -> UnitOfW
     UnitOfWork {
         writes: vec![EntityWrite::Order {
             expected_version,
-            record: Stored::new(change.state.clone()),
+            record: Stored::new(change.state.clone()).into(),
         }],
         events: change.events.clone(),
         ..UnitOfWork::default()
@@ -363,11 +363,11 @@ pub async fn events_get_increasing_seqs_in_commit_order(store: Arc<dyn Store>) {
                 writes: vec![
                     EntityWrite::Ticket {
                         expected_version: None,
-                        record: Stored::new(ticket.state.clone()),
+                        record: Stored::new(ticket.state.clone()).into(),
                     },
                     EntityWrite::Order {
                         expected_version: None,
-                        record: Stored::new(order.state.clone()),
+                        record: Stored::new(order.state.clone()).into(),
                     },
                 ],
                 events: ticket.events.iter().chain(&order.events).cloned().collect(),
