@@ -628,6 +628,10 @@ impl Runtime {
 
     /// Shows a transition on the live tail.
     pub(crate) fn announce(&self, kind: EntityKind, id: ObjectId, transition: &Transition) {
+        if self.tail.receiver_count() == 0 {
+            // Nobody watches: do not copy the transition only for the send to drop it.
+            return;
+        }
         let _ = self.tail.send(TransitionNotice {
             kind,
             id,

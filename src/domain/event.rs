@@ -82,22 +82,24 @@ impl DomainEvent {
 
     /// A unique, deterministic id: name, entity and the entity version it belongs to.
     pub fn id(&self) -> String {
+        use std::fmt::Write as _;
         let (entity, version) = match self {
             DomainEvent::TicketCreated { id, version, .. }
-            | DomainEvent::TicketUpdated { id, version, .. } => (id.to_string(), *version),
+            | DomainEvent::TicketUpdated { id, version, .. } => (id.0, *version),
             DomainEvent::OrderCreated { id, version, .. }
             | DomainEvent::OrderCancelled { id, version, .. }
-            | DomainEvent::OrderCompleted { id, version, .. } => (id.to_string(), *version),
-            DomainEvent::ExpirationComplete { order_id, version } => {
-                (order_id.to_string(), *version)
-            }
+            | DomainEvent::OrderCompleted { id, version, .. } => (id.0, *version),
+            DomainEvent::ExpirationComplete { order_id, version } => (order_id.0, *version),
             DomainEvent::PaymentCreated {
                 order_id,
                 order_version,
                 ..
-            } => (order_id.to_string(), *order_version),
+            } => (order_id.0, *order_version),
         };
-        format!("{}:{entity}:{version}", self.name())
+        // Two ids per write: one allocation of the final size, not one per part.
+        let mut text = String::with_capacity(self.name().len() + 1 + 24 + 1 + 20);
+        let _ = write!(text, "{}:{entity}:{version}", self.name());
+        text
     }
 
     /// The payload exactly as the contract's event table gives it (camelCase keys).
