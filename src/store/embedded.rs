@@ -417,8 +417,8 @@ fn apply(
     match operation {
         WriteOperation::Commit(unit) => {
             check_fence(tables, unit)?;
-            check_versions(tables, unit)?;
-            apply_unit(tables, unit).map(WriteOutcome::Committed)
+            let replaced = check_versions(tables, unit)?;
+            apply_unit(tables, unit, &replaced).map(WriteOutcome::Committed)
         }
         WriteOperation::InsertUser(user) => {
             let by_email = opened(&mut tables.users_by_email, transaction, USERS_BY_EMAIL)?;
@@ -493,59 +493,87 @@ fn check_fence(tables: &mut WriteTables<'_>, unit: &UnitOfWork) -> Result<(), St
     Ok(())
 }
 
-fn check_versions(tables: &mut WriteTables<'_>, unit: &UnitOfWork) -> Result<(), StoreError> {
+/// What the writer needs of the record a write replaces: whether there is one, and its
+/// deadline (to move the deadline index).
+struct Replaced {
+    exists: bool,
+    deadline: Option<Timestamp>,
+}
+
+/// Checks each write's expected version against the stored record, and returns what each
+/// replaces: one lookup per write serves both the check and the indexes.
+fn check_versions(
+    tables: &mut WriteTables<'_>,
+    unit: &UnitOfWork,
+) -> Result<Vec<Replaced>, StoreError> {
     let transaction = tables.transaction;
+    let mut replaced = Vec::with_capacity(unit.writes.len());
     for write in &unit.writes {
-        let (table, id, expected) = match write {
+        let (id, expected, found) = match write {
             EntityWrite::Ticket {
                 expected_version,
                 record,
-            } => (
-                opened(&mut tables.tickets, transaction, TICKETS)?,
-                record.state.id.0,
-                *expected_version,
-            ),
+            } => {
+                let tickets = opened(&mut tables.tickets, transaction, TICKETS)?;
+                let id = record.state.id.0;
+                let found = match tickets.get(id.bytes().as_slice()).map_err(unavailable)? {
+                    Some(value) => Some((
+                        entity_version(value.value())?,
+                        decode_entity::<StateOf<Ticket>>(value.value())?
+                            .state
+                            .deadline(),
+                    )),
+                    None => None,
+                };
+                (id, *expected_version, found)
+            }
             EntityWrite::Order {
                 expected_version,
                 record,
-            } => (
-                opened(&mut tables.orders, transaction, ORDERS)?,
-                record.state.id.0,
-                *expected_version,
-            ),
+            } => {
+                let orders = opened(&mut tables.orders, transaction, ORDERS)?;
+                let id = record.state.id.0;
+                let found = match orders.get(id.bytes().as_slice()).map_err(unavailable)? {
+                    Some(value) => Some((
+                        entity_version(value.value())?,
+                        decode_entity::<StateOf<Order>>(value.value())?
+                            .state
+                            .deadline(),
+                    )),
+                    None => None,
+                };
+                (id, *expected_version, found)
+            }
         };
-        let found = match table.get(id.bytes().as_slice()).map_err(unavailable)? {
-            Some(value) => Some(entity_version(value.value())?),
-            None => None,
-        };
-        if found != expected {
+        let found_version = found.map(|(version, _)| version);
+        if found_version != expected {
             return Err(StoreError::VersionConflict {
                 entity: id.to_string(),
                 expected,
-                found,
+                found: found_version,
             });
         }
+        replaced.push(Replaced {
+            exists: found.is_some(),
+            deadline: found.and_then(|(_, deadline)| deadline),
+        });
     }
-    Ok(())
+    Ok(replaced)
 }
 
 fn apply_unit(
     tables: &mut WriteTables<'_>,
     unit: &UnitOfWork,
+    replaced: &[Replaced],
 ) -> Result<CommitReceipt, StoreError> {
     let transaction = tables.transaction;
     let deadlines = opened(&mut tables.deadlines, transaction, DEADLINES)?;
-    for write in &unit.writes {
+    for (write, replaced) in unit.writes.iter().zip(replaced) {
         match write {
             EntityWrite::Ticket { record, .. } => {
                 let ticket = &record.state;
                 let key = ticket.id.0.bytes();
                 let tickets = opened(&mut tables.tickets, transaction, TICKETS)?;
-                let previous: Option<StateOf<Ticket>> =
-                    match tickets.get(key.as_slice()).map_err(unavailable)? {
-                        Some(value) => Some(decode_entity(value.value())?),
-                        None => None,
-                    };
                 tickets
                     .insert(
                         key.as_slice(),
@@ -558,12 +586,11 @@ fn apply_unit(
                 } else {
                     available.remove(key.as_slice()).map_err(unavailable)?;
                 }
-                let old = previous.and_then(|p| p.state.deadline());
                 replace_deadline(
                     deadlines,
                     DeadlineKind::TicketReservation,
                     ticket.id.0,
-                    old,
+                    replaced.deadline,
                     ticket.deadline(),
                 )?;
             }
@@ -571,18 +598,13 @@ fn apply_unit(
                 let order = &record.state;
                 let key = order.id.0.bytes();
                 let orders = opened(&mut tables.orders, transaction, ORDERS)?;
-                let previous: Option<StateOf<Order>> =
-                    match orders.get(key.as_slice()).map_err(unavailable)? {
-                        Some(value) => Some(decode_entity(value.value())?),
-                        None => None,
-                    };
                 orders
                     .insert(
                         key.as_slice(),
                         encode_entity(order.version, record.as_ref())?.as_slice(),
                     )
                     .map_err(unavailable)?;
-                if previous.is_none() {
+                if !replaced.exists {
                     let by_user = opened(&mut tables.orders_by_user, transaction, ORDERS_BY_USER)?;
                     let mut index = order.user_id.0.bytes().to_vec();
                     index.extend(key);
@@ -594,12 +616,11 @@ fn apply_unit(
                 } else {
                     awaiting.remove(key.as_slice()).map_err(unavailable)?;
                 }
-                let old = previous.and_then(|p| p.state.deadline());
                 replace_deadline(
                     deadlines,
                     DeadlineKind::OrderExpiry,
                     order.id.0,
-                    old,
+                    replaced.deadline,
                     order.deadline(),
                 )?;
             }
