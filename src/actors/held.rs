@@ -5,12 +5,12 @@
 //! their decisions. It must not commit anything: the actor commits the staged write with the
 //! events and commands of the transition, then adopts it.
 
+use std::sync::Arc;
+
 use super::entity::Snapshot;
 use super::{ActorError, RequestContext};
 use crate::domain::{Change, Order, OrderRefusal, Ticket, TicketRefusal};
 use crate::payments::PaymentError;
-use std::sync::Arc;
-
 use crate::store::{EntityWrite, StoreError, Stored, Transition};
 
 /// An error that may mean this activation is stale (another one wrote the entity).

@@ -500,6 +500,22 @@ struct Replaced {
     deadline: Option<Timestamp>,
 }
 
+/// The version and deadline of entity `id` as stored in `table`, if it exists.
+fn stored<T: DeserializeOwned>(
+    table: &redb::Table<'_, Bytes, Bytes>,
+    id: ObjectId,
+    deadline: fn(&T) -> Option<Timestamp>,
+) -> Result<Option<(u64, Option<Timestamp>)>, StoreError> {
+    match table.get(id.bytes().as_slice()).map_err(unavailable)? {
+        Some(value) => {
+            let bytes = value.value();
+            let state = decode_entity::<StateOf<T>>(bytes)?.state;
+            Ok(Some((entity_version(bytes)?, deadline(&state))))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Checks each write's expected version against the stored record, and returns what each
 /// replaces: one lookup per write serves both the check and the indexes.
 fn check_versions(
@@ -514,35 +530,21 @@ fn check_versions(
                 expected_version,
                 record,
             } => {
-                let tickets = opened(&mut tables.tickets, transaction, TICKETS)?;
                 let id = record.state.id.0;
-                let found = match tickets.get(id.bytes().as_slice()).map_err(unavailable)? {
-                    Some(value) => Some((
-                        entity_version(value.value())?,
-                        decode_entity::<StateOf<Ticket>>(value.value())?
-                            .state
-                            .deadline(),
-                    )),
-                    None => None,
-                };
-                (id, *expected_version, found)
+                let tickets = opened(&mut tables.tickets, transaction, TICKETS)?;
+                (
+                    id,
+                    *expected_version,
+                    stored(tickets, id, Ticket::deadline)?,
+                )
             }
             EntityWrite::Order {
                 expected_version,
                 record,
             } => {
-                let orders = opened(&mut tables.orders, transaction, ORDERS)?;
                 let id = record.state.id.0;
-                let found = match orders.get(id.bytes().as_slice()).map_err(unavailable)? {
-                    Some(value) => Some((
-                        entity_version(value.value())?,
-                        decode_entity::<StateOf<Order>>(value.value())?
-                            .state
-                            .deadline(),
-                    )),
-                    None => None,
-                };
-                (id, *expected_version, found)
+                let orders = opened(&mut tables.orders, transaction, ORDERS)?;
+                (id, *expected_version, stored(orders, id, Order::deadline)?)
             }
         };
         let found_version = found.map(|(version, _)| version);
