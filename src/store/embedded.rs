@@ -493,35 +493,39 @@ fn check_fence(tables: &mut WriteTables<'_>, unit: &UnitOfWork) -> Result<(), St
     Ok(())
 }
 
-/// What the writer needs of the record a write replaces: whether there is one, and its
+/// What the writer needs of the record a write replaces: its version (for the check) and its
 /// deadline (to move the deadline index).
+#[derive(Clone, Copy)]
 struct Replaced {
-    exists: bool,
+    version: u64,
     deadline: Option<Timestamp>,
 }
 
-/// The version and deadline of entity `id` as stored in `table`, if it exists.
+/// What entity `id` as stored in `table` is, if it exists.
 fn stored<T: DeserializeOwned>(
     table: &redb::Table<'_, Bytes, Bytes>,
     id: ObjectId,
     deadline: fn(&T) -> Option<Timestamp>,
-) -> Result<Option<(u64, Option<Timestamp>)>, StoreError> {
+) -> Result<Option<Replaced>, StoreError> {
     match table.get(id.bytes().as_slice()).map_err(unavailable)? {
         Some(value) => {
             let bytes = value.value();
             let state = decode_entity::<StateOf<T>>(bytes)?.state;
-            Ok(Some((entity_version(bytes)?, deadline(&state))))
+            Ok(Some(Replaced {
+                version: entity_version(bytes)?,
+                deadline: deadline(&state),
+            }))
         }
         None => Ok(None),
     }
 }
 
 /// Checks each write's expected version against the stored record, and returns what each
-/// replaces: one lookup per write serves both the check and the indexes.
+/// replaces (`None`: a new entity): one lookup per write serves both the check and the indexes.
 fn check_versions(
     tables: &mut WriteTables<'_>,
     unit: &UnitOfWork,
-) -> Result<Vec<Replaced>, StoreError> {
+) -> Result<Vec<Option<Replaced>>, StoreError> {
     let transaction = tables.transaction;
     let mut replaced = Vec::with_capacity(unit.writes.len());
     for write in &unit.writes {
@@ -547,7 +551,7 @@ fn check_versions(
                 (id, *expected_version, stored(orders, id, Order::deadline)?)
             }
         };
-        let found_version = found.map(|(version, _)| version);
+        let found_version = found.map(|found| found.version);
         if found_version != expected {
             return Err(StoreError::VersionConflict {
                 entity: id.to_string(),
@@ -555,10 +559,7 @@ fn check_versions(
                 found: found_version,
             });
         }
-        replaced.push(Replaced {
-            exists: found.is_some(),
-            deadline: found.and_then(|(_, deadline)| deadline),
-        });
+        replaced.push(found);
     }
     Ok(replaced)
 }
@@ -566,7 +567,7 @@ fn check_versions(
 fn apply_unit(
     tables: &mut WriteTables<'_>,
     unit: &UnitOfWork,
-    replaced: &[Replaced],
+    replaced: &[Option<Replaced>],
 ) -> Result<CommitReceipt, StoreError> {
     let transaction = tables.transaction;
     let deadlines = opened(&mut tables.deadlines, transaction, DEADLINES)?;
@@ -592,7 +593,7 @@ fn apply_unit(
                     deadlines,
                     DeadlineKind::TicketReservation,
                     ticket.id.0,
-                    replaced.deadline,
+                    replaced.and_then(|replaced| replaced.deadline),
                     ticket.deadline(),
                 )?;
             }
@@ -606,7 +607,7 @@ fn apply_unit(
                         encode_entity(order.version, record.as_ref())?.as_slice(),
                     )
                     .map_err(unavailable)?;
-                if !replaced.exists {
+                if replaced.is_none() {
                     let by_user = opened(&mut tables.orders_by_user, transaction, ORDERS_BY_USER)?;
                     let mut index = order.user_id.0.bytes().to_vec();
                     index.extend(key);
@@ -622,7 +623,7 @@ fn apply_unit(
                     deadlines,
                     DeadlineKind::OrderExpiry,
                     order.id.0,
-                    replaced.deadline,
+                    replaced.and_then(|replaced| replaced.deadline),
                     order.deadline(),
                 )?;
             }
