@@ -27,6 +27,11 @@ impl ObjectId {
         ObjectId(bytes)
     }
 
+    /// The id of these raw bytes.
+    pub fn from_bytes(bytes: [u8; 12]) -> ObjectId {
+        ObjectId(bytes)
+    }
+
     /// The raw bytes.
     pub fn bytes(&self) -> [u8; 12] {
         self.0

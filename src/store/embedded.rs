@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use super::codec::{self, Record};
 use super::{
     Command, CommitReceipt, Deadline, DeadlineKind, EntityCounts, EntityWrite, Store, StoreError,
     Stored, StoredEvent, UnitOfWork,
@@ -214,36 +215,17 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(corrupt)
 }
 
-/// Entity values are the version (8 bytes, big endian) followed by the JSON record, so a
-/// compare-and-set reads the version without parsing the record.
-fn encode_entity<T: Serialize>(version: u64, record: &T) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = Vec::with_capacity(1024);
-    bytes.extend(version.to_be_bytes());
-    serde_json::to_writer(&mut bytes, record).map_err(corrupt)?;
-    Ok(bytes)
+/// The stored value of `record` at `version` (see `codec`).
+fn encode_entity<T: Record>(version: u64, record: &Stored<T>) -> Vec<u8> {
+    codec::encode(version, record)
 }
 
 fn entity_version(bytes: &[u8]) -> Result<u64, StoreError> {
-    let prefix: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|slice| slice.try_into().ok())
-        .ok_or_else(|| corrupt("entity shorter than its version"))?;
-    Ok(u64::from_be_bytes(prefix))
+    codec::version(bytes).map_err(corrupt)
 }
 
-/// The state of a stored record without its history: what the writer needs of the record a
-/// write replaces (its deadline), without allocating every transition it has recorded.
-#[derive(serde::Deserialize)]
-struct StateOf<T> {
-    state: T,
-}
-
-fn decode_entity<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    decode(
-        bytes
-            .get(8..)
-            .ok_or_else(|| corrupt("entity without a record"))?,
-    )
+fn decode_entity<T: Record>(bytes: &[u8]) -> Result<Stored<T>, StoreError> {
+    codec::decode(bytes).map_err(corrupt)
 }
 
 fn deadline_key(due: Timestamp, kind: DeadlineKind, entity: ObjectId) -> Vec<u8> {
@@ -274,13 +256,10 @@ fn parse_deadline_key(key: &[u8]) -> Result<Deadline, StoreError> {
     };
     let mut id = [0u8; 12];
     id.copy_from_slice(&key[9..]);
-    let seconds = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-    let random = [id[4], id[5], id[6], id[7], id[8]];
-    let counter = u32::from_be_bytes([0, id[9], id[10], id[11]]);
     Ok(Deadline {
         due: Timestamp::from_millis(i64::try_from(u64::from_be_bytes(due)).unwrap_or(i64::MAX)),
         kind,
-        entity: ObjectId::from_parts(seconds, random, counter),
+        entity: ObjectId::from_bytes(id),
     })
 }
 
@@ -502,7 +481,7 @@ struct Replaced {
 }
 
 /// What entity `id` as stored in `table` is, if it exists.
-fn stored<T: DeserializeOwned>(
+fn stored<T: Record>(
     table: &redb::Table<'_, Bytes, Bytes>,
     id: ObjectId,
     deadline: fn(&T) -> Option<Timestamp>,
@@ -510,7 +489,7 @@ fn stored<T: DeserializeOwned>(
     match table.get(id.bytes().as_slice()).map_err(unavailable)? {
         Some(value) => {
             let bytes = value.value();
-            let state = decode_entity::<StateOf<T>>(bytes)?.state;
+            let state = codec::decode_state::<T>(bytes).map_err(corrupt)?;
             Ok(Some(Replaced {
                 version: entity_version(bytes)?,
                 deadline: deadline(&state),
@@ -580,7 +559,7 @@ fn apply_unit(
                 tickets
                     .insert(
                         key.as_slice(),
-                        encode_entity(ticket.version, record.as_ref())?.as_slice(),
+                        encode_entity(ticket.version, record.as_ref()).as_slice(),
                     )
                     .map_err(unavailable)?;
                 let available = opened(&mut tables.available, transaction, AVAILABLE_TICKETS)?;
@@ -604,7 +583,7 @@ fn apply_unit(
                 orders
                     .insert(
                         key.as_slice(),
-                        encode_entity(order.version, record.as_ref())?.as_slice(),
+                        encode_entity(order.version, record.as_ref()).as_slice(),
                     )
                     .map_err(unavailable)?;
                 if replaced.is_none() {
@@ -701,11 +680,11 @@ fn replace_deadline(
     Ok(())
 }
 
-fn load_entity<T: DeserializeOwned>(
+fn load_entity<T: Record>(
     transaction: &redb::ReadTransaction,
     table: TableDefinition<Bytes, Bytes>,
     id: ObjectId,
-) -> Result<Option<T>, StoreError> {
+) -> Result<Option<Stored<T>>, StoreError> {
     let table = transaction.open_table(table).map_err(unavailable)?;
     match table.get(id.bytes().as_slice()).map_err(unavailable)? {
         Some(value) => decode_entity(value.value()).map(Some),
@@ -995,6 +974,69 @@ mod tests {
         assert!(a.is_ok() != b.is_ok(), "exactly one concurrent write wins");
         let stored = store.load_ticket(record.state.id).await.unwrap().unwrap();
         assert_eq!(stored.state.version, 1);
+    }
+
+    /// A data directory written before the binary record encoding: its JSON records load, and
+    /// a write replacing one moves its deadline in the index like any other.
+    #[tokio::test]
+    async fn records_written_as_json_load_and_are_replaced() {
+        use crate::domain::{Order, OrderId, TicketSnapshot};
+        let dir = tempfile::tempdir().unwrap();
+        let created = Order::create(
+            OrderId(id(1)),
+            UserId(id(2)),
+            TicketSnapshot {
+                id: TicketId(id(3)),
+                title: "show".to_string(),
+                price: Price::from_cents(100).unwrap(),
+                version: 1,
+            },
+            Timestamp::from_millis(1_000_000),
+            std::time::Duration::from_secs(60),
+        );
+        let record = Stored::new(created.state.clone());
+        let due = created.state.deadline().unwrap();
+        {
+            let database = Database::create(dir.path().join("boxoffice.redb")).unwrap();
+            create_tables(&database).unwrap();
+            let transaction = database.begin_write().unwrap();
+            {
+                let mut orders = transaction.open_table(ORDERS).unwrap();
+                let mut value = 0u64.to_be_bytes().to_vec();
+                value.extend(serde_json::to_vec(&record).unwrap());
+                orders
+                    .insert(id(1).bytes().as_slice(), value.as_slice())
+                    .unwrap();
+                let mut deadlines = transaction.open_table(DEADLINES).unwrap();
+                let key = deadline_key(due, DeadlineKind::OrderExpiry, id(1));
+                deadlines.insert(key.as_slice(), ()).unwrap();
+            }
+            transaction.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.load_order(OrderId(id(1))).await.unwrap(),
+            Some(record.clone())
+        );
+        assert_eq!(store.deadlines().await.unwrap().len(), 1);
+
+        let crate::domain::ExpireOutcome::Expired(expired) = created.state.expire(due) else {
+            panic!("the order is due");
+        };
+        let mut replaced = record;
+        replaced.state = expired.state;
+        store
+            .commit(unit(EntityWrite::Order {
+                expected_version: Some(0),
+                record: replaced.clone().into(),
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_order(OrderId(id(1))).await.unwrap(),
+            Some(replaced)
+        );
+        assert!(store.deadlines().await.unwrap().is_empty());
     }
 
     #[tokio::test]

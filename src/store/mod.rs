@@ -7,6 +7,7 @@
 //! the unit carries one (ARCHITECTURE.md rule 1). It must not decide anything: actors hand it
 //! states the domain produced.
 
+mod codec;
 mod embedded;
 mod mongo;
 pub mod seed;
