@@ -234,22 +234,24 @@ async fn run_outbox_relay(runtime: Arc<Runtime>, bus: Arc<dyn Bus>, shutdown: Ca
             }
         };
         let mut relayed = published;
-        for event in &page {
+        let full = page.len() == RELAY_BATCH;
+        for event in page {
+            let seq = event.seq;
             let message = BusEvent {
                 subject: event_subject(&event.name),
-                id: event.id.clone(),
-                name: event.name.clone(),
-                seq: event.seq,
+                id: event.id,
+                name: event.name,
+                seq,
                 at: event.at,
-                data: event.data.clone(),
+                data: event.data,
                 traceparent: new_traceparent(),
             };
             if let Err(error) = bus.publish(message).await {
-                tracing::warn!(error = %error, seq = event.seq, "publishing an event failed; retrying");
+                tracing::warn!(error = %error, seq, "publishing an event failed; retrying");
                 break;
             }
             runtime.metrics.events_published.inc();
-            relayed = event.seq;
+            relayed = seq;
         }
         if relayed > published {
             match runtime.store.set_published_seq(relayed).await {
@@ -257,7 +259,7 @@ async fn run_outbox_relay(runtime: Arc<Runtime>, bus: Arc<dyn Bus>, shutdown: Ca
                 Err(error) => tracing::warn!(error = %error, "saving the relay position failed"),
             }
         }
-        if page.len() == RELAY_BATCH {
+        if full {
             continue;
         }
         tokio::select! {

@@ -78,9 +78,20 @@ impl Subscription {
 
 /// A fresh W3C trace context (`00-<trace id>-<span id>-01`).
 pub fn new_traceparent() -> String {
-    let trace: u128 = rand::random();
-    let span: u64 = rand::random();
-    format!("00-{trace:032x}-{span:016x}-01")
+    // One per relayed event: hex digits written directly, not through the formatter.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let random: [u8; 24] = rand::random();
+    let mut text = String::with_capacity(55);
+    text.push_str("00-");
+    for (at, byte) in random.iter().enumerate() {
+        if at == 16 {
+            text.push('-');
+        }
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text.push_str("-01");
+    text
 }
 
 /// True when `subject` matches `pattern` in NATS's token syntax.
@@ -107,6 +118,22 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparents_are_w3c_version_00_and_differ() {
+        let first = new_traceparent();
+        let parts: Vec<&str> = first.split('-').collect();
+        assert_eq!(parts.len(), 4, "{first}");
+        assert_eq!((parts[0], parts[3]), ("00", "01"));
+        for (part, len) in [(parts[1], 32), (parts[2], 16)] {
+            assert_eq!(part.len(), len, "{first}");
+            assert!(
+                part.bytes()
+                    .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+            );
+        }
+        assert_ne!(first, new_traceparent());
+    }
 
     #[test]
     fn subjects_match_like_nats() {

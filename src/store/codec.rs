@@ -1,6 +1,7 @@
-//! How the embedded store encodes an entity record (state and recent transitions) as bytes.
+//! How the embedded store encodes an entity record (state and recent transitions) and an outbox
+//! event as bytes.
 //!
-//! Owns the record format of the embedded store's entity tables: the version (8 bytes, big
+//! Owns the value formats of the embedded store's entity and event tables. An entity value is the version (8 bytes, big
 //! endian, so a compare-and-set reads it without decoding the record), a format byte, then the
 //! record. Records are written in a compact binary form (`BINARY`): ids as their 12 bytes,
 //! instants and numbers as fixed-width integers, text length-prefixed, the state before the
@@ -11,10 +12,10 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{Stored, Transition};
+use super::{Stored, StoredEvent, Transition};
 use crate::domain::{
-    Hold, ObjectId, Order, OrderId, OrderStatus, PaymentAttempt, Price, Ticket, TicketId,
-    TicketSnapshot, Timestamp, Title, UserId,
+    DomainEvent, Hold, ObjectId, Order, OrderId, OrderStatus, PaymentAttempt, PaymentId, Price,
+    Ticket, TicketId, TicketSnapshot, Timestamp, Title, UserId,
 };
 
 /// The format byte of the binary encoding.
@@ -174,12 +175,7 @@ impl Record for Order {
         put_str(out, title);
         put_u64(out, price.cents());
         put_u64(out, *ticket_version);
-        out.push(match status {
-            OrderStatus::Created => 0,
-            OrderStatus::Cancelled => 1,
-            OrderStatus::AwaitingPayment => 2,
-            OrderStatus::Complete => 3,
-        });
+        put_status(out, *status);
         put_time(out, *expires_at);
         put_u64(out, *version);
         put_time(out, *created_at);
@@ -211,13 +207,7 @@ impl Record for Order {
                 price: input.price()?,
                 version: input.u64()?,
             },
-            status: match input.u8()? {
-                0 => OrderStatus::Created,
-                1 => OrderStatus::Cancelled,
-                2 => OrderStatus::AwaitingPayment,
-                3 => OrderStatus::Complete,
-                other => return Err(format!("unknown order status {other}")),
-            },
+            status: input.status()?,
             expires_at: input.time()?,
             version: input.u64()?,
             created_at: input.time()?,
@@ -234,6 +224,186 @@ impl Record for Order {
             },
         })
     }
+}
+
+/// The stored value of `event`, committed `at`.
+pub(super) fn encode_event(event: &DomainEvent, at: Timestamp) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.push(BINARY);
+    put_time(&mut out, at);
+    match event {
+        DomainEvent::TicketCreated {
+            id,
+            version,
+            title,
+            price,
+            user_id,
+        } => {
+            out.push(0);
+            put_ticket_event(&mut out, *id, *version, title, *price, *user_id);
+        }
+        DomainEvent::TicketUpdated {
+            id,
+            version,
+            title,
+            price,
+            user_id,
+            order_id,
+        } => {
+            out.push(1);
+            put_ticket_event(&mut out, *id, *version, title, *price, *user_id);
+            match order_id {
+                None => out.push(0),
+                Some(order_id) => {
+                    out.push(1);
+                    put_id(&mut out, order_id.0);
+                }
+            }
+        }
+        DomainEvent::OrderCreated {
+            id,
+            version,
+            status,
+            user_id,
+            expires_at,
+            ticket_id,
+            price,
+        } => {
+            out.push(2);
+            put_id(&mut out, id.0);
+            put_u64(&mut out, *version);
+            put_status(&mut out, *status);
+            put_id(&mut out, user_id.0);
+            put_time(&mut out, *expires_at);
+            put_id(&mut out, ticket_id.0);
+            put_u64(&mut out, price.cents());
+        }
+        DomainEvent::OrderCancelled {
+            id,
+            version,
+            ticket_id,
+        } => {
+            out.push(3);
+            put_id(&mut out, id.0);
+            put_u64(&mut out, *version);
+            put_id(&mut out, ticket_id.0);
+        }
+        DomainEvent::OrderCompleted {
+            id,
+            version,
+            ticket_id,
+        } => {
+            out.push(4);
+            put_id(&mut out, id.0);
+            put_u64(&mut out, *version);
+            put_id(&mut out, ticket_id.0);
+        }
+        DomainEvent::ExpirationComplete { order_id, version } => {
+            out.push(5);
+            put_id(&mut out, order_id.0);
+            put_u64(&mut out, *version);
+        }
+        DomainEvent::PaymentCreated {
+            id,
+            order_id,
+            order_version,
+            stripe_id,
+        } => {
+            out.push(6);
+            put_id(&mut out, id.0);
+            put_id(&mut out, order_id.0);
+            put_u64(&mut out, *order_version);
+            put_str(&mut out, stripe_id);
+        }
+    }
+    out
+}
+
+/// The outbox entry numbered `seq` whose stored value is `bytes`.
+pub(super) fn decode_event(seq: u64, bytes: &[u8]) -> Result<StoredEvent, String> {
+    match bytes.split_first() {
+        Some((&BINARY, body)) => {
+            let mut input = Reader(body);
+            let at = input.time()?;
+            let event = match input.u8()? {
+                0 => {
+                    let (id, version, title, price, user_id) = input.ticket_event()?;
+                    DomainEvent::TicketCreated {
+                        id,
+                        version,
+                        title,
+                        price,
+                        user_id,
+                    }
+                }
+                1 => {
+                    let (id, version, title, price, user_id) = input.ticket_event()?;
+                    DomainEvent::TicketUpdated {
+                        id,
+                        version,
+                        title,
+                        price,
+                        user_id,
+                        order_id: match input.u8()? {
+                            0 => None,
+                            1 => Some(OrderId(input.id()?)),
+                            other => return Err(format!("unknown order id marker {other}")),
+                        },
+                    }
+                }
+                2 => DomainEvent::OrderCreated {
+                    id: OrderId(input.id()?),
+                    version: input.u64()?,
+                    status: input.status()?,
+                    user_id: UserId(input.id()?),
+                    expires_at: input.time()?,
+                    ticket_id: TicketId(input.id()?),
+                    price: input.price()?,
+                },
+                3 => DomainEvent::OrderCancelled {
+                    id: OrderId(input.id()?),
+                    version: input.u64()?,
+                    ticket_id: TicketId(input.id()?),
+                },
+                4 => DomainEvent::OrderCompleted {
+                    id: OrderId(input.id()?),
+                    version: input.u64()?,
+                    ticket_id: TicketId(input.id()?),
+                },
+                5 => DomainEvent::ExpirationComplete {
+                    order_id: OrderId(input.id()?),
+                    version: input.u64()?,
+                },
+                6 => DomainEvent::PaymentCreated {
+                    id: PaymentId(input.id()?),
+                    order_id: OrderId(input.id()?),
+                    order_version: input.u64()?,
+                    stripe_id: input.string()?,
+                },
+                other => return Err(format!("unknown event kind {other}")),
+            };
+            input.finish()?;
+            Ok(StoredEvent::new(seq, &event, at))
+        }
+        Some((&JSON, _)) => serde_json::from_slice(bytes).map_err(|error| error.to_string()),
+        Some((other, _)) => Err(format!("unknown event format {other}")),
+        None => Err("empty event".to_string()),
+    }
+}
+
+fn put_ticket_event(
+    out: &mut Vec<u8>,
+    id: TicketId,
+    version: u64,
+    title: &str,
+    price: Price,
+    user_id: UserId,
+) {
+    put_id(out, id.0);
+    put_u64(out, version);
+    put_str(out, title);
+    put_u64(out, price.cents());
+    put_id(out, user_id.0);
 }
 
 fn encode_transition(out: &mut Vec<u8>, transition: &Transition) {
@@ -285,6 +455,15 @@ fn decode_transition(input: &mut Reader<'_>) -> Result<Transition, String> {
             events
         },
     })
+}
+
+fn put_status(out: &mut Vec<u8>, status: OrderStatus) {
+    out.push(match status {
+        OrderStatus::Created => 0,
+        OrderStatus::Cancelled => 1,
+        OrderStatus::AwaitingPayment => 2,
+        OrderStatus::Complete => 3,
+    });
 }
 
 fn put_u32(out: &mut Vec<u8>, value: u32) {
@@ -346,6 +525,27 @@ impl Reader<'_> {
 
     fn price(&mut self) -> Result<Price, String> {
         Price::from_cents(self.u64()?).map_err(|error| error.message)
+    }
+
+    fn status(&mut self) -> Result<OrderStatus, String> {
+        Ok(match self.u8()? {
+            0 => OrderStatus::Created,
+            1 => OrderStatus::Cancelled,
+            2 => OrderStatus::AwaitingPayment,
+            3 => OrderStatus::Complete,
+            other => return Err(format!("unknown order status {other}")),
+        })
+    }
+
+    /// The fields the two ticket events share.
+    fn ticket_event(&mut self) -> Result<(TicketId, u64, String, Price, UserId), String> {
+        Ok((
+            TicketId(self.id()?),
+            self.u64()?,
+            self.string()?,
+            self.price()?,
+            UserId(self.id()?),
+        ))
     }
 
     fn len(&mut self) -> Result<usize, String> {
@@ -471,6 +671,79 @@ mod tests {
             let bytes = encode(12, &record);
             assert_eq!(decode::<Order>(&bytes).unwrap(), record);
             assert_eq!(decode_state::<Order>(&bytes).unwrap(), record.state);
+        }
+    }
+
+    fn events() -> Vec<DomainEvent> {
+        let price = Price::from_cents(2_050).unwrap();
+        vec![
+            DomainEvent::TicketCreated {
+                id: TicketId(id(1)),
+                version: 0,
+                title: "T\u{e9}".to_string(),
+                price,
+                user_id: UserId(id(2)),
+            },
+            DomainEvent::TicketUpdated {
+                id: TicketId(id(1)),
+                version: 1,
+                title: "T".to_string(),
+                price,
+                user_id: UserId(id(2)),
+                order_id: Some(OrderId(id(3))),
+            },
+            DomainEvent::TicketUpdated {
+                id: TicketId(id(1)),
+                version: 2,
+                title: "T".to_string(),
+                price,
+                user_id: UserId(id(2)),
+                order_id: None,
+            },
+            DomainEvent::OrderCreated {
+                id: OrderId(id(3)),
+                version: 0,
+                status: OrderStatus::Created,
+                user_id: UserId(id(4)),
+                expires_at: Timestamp::from_millis(1_764_000_900_000),
+                ticket_id: TicketId(id(1)),
+                price,
+            },
+            DomainEvent::OrderCancelled {
+                id: OrderId(id(3)),
+                version: 1,
+                ticket_id: TicketId(id(1)),
+            },
+            DomainEvent::OrderCompleted {
+                id: OrderId(id(3)),
+                version: 2,
+                ticket_id: TicketId(id(1)),
+            },
+            DomainEvent::ExpirationComplete {
+                order_id: OrderId(id(3)),
+                version: 1,
+            },
+            DomainEvent::PaymentCreated {
+                id: PaymentId(id(5)),
+                order_id: OrderId(id(3)),
+                order_version: 2,
+                stripe_id: "ch_1".to_string(),
+            },
+        ]
+    }
+
+    #[test]
+    fn events_round_trip_and_json_events_stay_readable() {
+        let at = Timestamp::from_millis(1_764_000_000_001);
+        for (seq, event) in (1..).zip(events()) {
+            let expected = StoredEvent::new(seq, &event, at);
+            let bytes = encode_event(&event, at);
+            assert_eq!(decode_event(seq, &bytes).unwrap(), expected);
+            for len in 0..bytes.len() {
+                assert!(decode_event(seq, &bytes[..len]).is_err(), "cut at {len}");
+            }
+            let json = serde_json::to_vec(&expected).unwrap();
+            assert_eq!(decode_event(seq, &json).unwrap(), expected);
         }
     }
 

@@ -619,9 +619,8 @@ fn apply_unit(
             .map_or(1, |v| v.value());
         let at = crate::clock::now();
         for event in &unit.events {
-            let stored = StoredEvent::new(seq, event, at);
             events
-                .insert(seq, encode(&stored)?.as_slice())
+                .insert(seq, codec::encode_event(event, at).as_slice())
                 .map_err(unavailable)?;
             receipt.last_event_seq = seq;
             seq += 1;
@@ -819,8 +818,8 @@ impl Store for EmbeddedStore {
                 .map_err(unavailable)?
                 .take(limit)
             {
-                let (_, value) = entry.map_err(unavailable)?;
-                page.push(decode(value.value())?);
+                let (seq, value) = entry.map_err(unavailable)?;
+                page.push(codec::decode_event(seq.value(), value.value()).map_err(corrupt)?);
             }
             Ok(page)
         })
