@@ -311,6 +311,7 @@ fn run_writer(database: &Database, requests: &std_mpsc::Receiver<WriteRequest>) 
                 for request in &group {
                     outcomes.push(apply(&mut tables, &request.operation));
                 }
+                tables.save_counters()?;
                 drop(tables);
                 transaction.commit().map_err(unavailable)
             });
@@ -350,6 +351,10 @@ struct WriteTables<'txn> {
     payments: Option<redb::Table<'txn, Bytes, Bytes>>,
     meta: Option<redb::Table<'txn, &'static str, u64>>,
     fences: Option<redb::Table<'txn, &'static str, u64>>,
+    /// The next event sequence number and command id: read from `META` on first use, advanced
+    /// by each unit, written back once when the group commits (not once per unit).
+    next_event_seq: Option<u64>,
+    next_command_id: Option<u64>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -369,7 +374,36 @@ impl<'txn> WriteTables<'txn> {
             payments: None,
             meta: None,
             fences: None,
+            next_event_seq: None,
+            next_command_id: None,
         }
+    }
+
+    /// Writes the counters the group advanced back to `META`.
+    fn save_counters(&mut self) -> Result<(), StoreError> {
+        for (key, next) in [
+            (NEXT_EVENT_SEQ, self.next_event_seq),
+            (NEXT_COMMAND_ID, self.next_command_id),
+        ] {
+            if let Some(next) = next {
+                opened(&mut self.meta, self.transaction, META)?
+                    .insert(key, next)
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The counter `key` of `META`, as the group has advanced it so far (`slot`).
+fn counter(
+    slot: Option<u64>,
+    meta: &redb::Table<'_, &'static str, u64>,
+    key: &str,
+) -> Result<u64, StoreError> {
+    match slot {
+        Some(next) => Ok(next),
+        None => Ok(meta.get(key).map_err(unavailable)?.map_or(1, |v| v.value())),
     }
 }
 
@@ -613,10 +647,7 @@ fn apply_unit(
     let mut receipt = CommitReceipt::default();
     if !unit.events.is_empty() {
         let events = opened(&mut tables.events, transaction, EVENTS)?;
-        let mut seq = meta
-            .get(NEXT_EVENT_SEQ)
-            .map_err(unavailable)?
-            .map_or(1, |v| v.value());
+        let mut seq = counter(tables.next_event_seq, meta, NEXT_EVENT_SEQ)?;
         let at = crate::clock::now();
         for event in &unit.events {
             events
@@ -625,14 +656,11 @@ fn apply_unit(
             receipt.last_event_seq = seq;
             seq += 1;
         }
-        meta.insert(NEXT_EVENT_SEQ, seq).map_err(unavailable)?;
+        tables.next_event_seq = Some(seq);
     }
     let commands = opened(&mut tables.commands, transaction, COMMANDS)?;
     if !unit.commands.is_empty() {
-        let mut id = meta
-            .get(NEXT_COMMAND_ID)
-            .map_err(unavailable)?
-            .map_or(1, |v| v.value());
+        let mut id = counter(tables.next_command_id, meta, NEXT_COMMAND_ID)?;
         for command in &unit.commands {
             commands
                 .insert(id, encode(command)?.as_slice())
@@ -640,7 +668,7 @@ fn apply_unit(
             receipt.command_ids.push(id);
             id += 1;
         }
-        meta.insert(NEXT_COMMAND_ID, id).map_err(unavailable)?;
+        tables.next_command_id = Some(id);
     }
     for done in &unit.commands_done {
         commands.remove(*done).map_err(unavailable)?;
@@ -1036,6 +1064,59 @@ mod tests {
             Some(replaced)
         );
         assert!(store.deadlines().await.unwrap().is_empty());
+    }
+
+    /// Event sequence numbers and command ids are counted per group and saved once per group:
+    /// units committed together, and after reopening, still get consecutive, unique numbers.
+    #[tokio::test]
+    async fn events_and_commands_are_numbered_across_groups_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = |n: u32| UnitOfWork {
+            writes: vec![EntityWrite::Ticket {
+                expected_version: None,
+                record: ticket(n).into(),
+            }],
+            events: Ticket::create(
+                TicketId(id(n)),
+                Title::parse("show").unwrap(),
+                Price::from_cents(100).unwrap(),
+                UserId(id(1000)),
+            )
+            .events,
+            commands: vec![Command::ReleaseTicket {
+                ticket_id: TicketId(id(n)),
+                order_id: crate::domain::OrderId(id(n + 100)),
+            }],
+            ..UnitOfWork::default()
+        };
+        let mut receipts = Vec::new();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let (a, b, c) = tokio::join!(
+                store.commit(created(1)),
+                store.commit(created(2)),
+                store.commit(created(3)),
+            );
+            receipts.extend([a.unwrap(), b.unwrap(), c.unwrap()]);
+            assert!(store.close(std::time::Duration::from_secs(10)));
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        receipts.push(store.commit(created(4)).await.unwrap());
+        let mut seqs: Vec<u64> = receipts.iter().map(|r| r.last_event_seq).collect();
+        let mut ids: Vec<u64> = receipts
+            .iter()
+            .flat_map(|r| r.command_ids.clone())
+            .collect();
+        seqs.sort_unstable();
+        ids.sort_unstable();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(ids, [1, 2, 3, 4]);
+        let events = store.events_after(0, 10).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(store.pending_commands(10).await.unwrap().len(), 4);
     }
 
     #[tokio::test]
