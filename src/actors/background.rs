@@ -226,33 +226,10 @@ async fn run_outbox_relay(runtime: Arc<Runtime>, bus: Arc<dyn Bus>, shutdown: Ca
         }
     };
     loop {
-        let page = match runtime.store.events_after(published, RELAY_BATCH).await {
-            Ok(page) => page,
-            Err(error) => {
-                tracing::warn!(error = %error, "reading the outbox failed");
-                Vec::new()
-            }
+        let (relayed, full) = match skip_unheard(&runtime, bus.as_ref(), published).await {
+            Some(last) => (last, false),
+            None => relay_page(&runtime, bus.as_ref(), published).await,
         };
-        let mut relayed = published;
-        let full = page.len() == RELAY_BATCH;
-        for event in page {
-            let seq = event.seq;
-            let message = BusEvent {
-                subject: event_subject(&event.name),
-                id: event.id,
-                name: event.name,
-                seq,
-                at: event.at,
-                data: event.data,
-                traceparent: new_traceparent(),
-            };
-            if let Err(error) = bus.publish(message).await {
-                tracing::warn!(error = %error, seq, "publishing an event failed; retrying");
-                break;
-            }
-            runtime.metrics.events_published.inc();
-            relayed = seq;
-        }
         if relayed > published {
             match runtime.store.set_published_seq(relayed).await {
                 Ok(()) => published = relayed,
@@ -268,6 +245,65 @@ async fn run_outbox_relay(runtime: Arc<Runtime>, bus: Arc<dyn Bus>, shutdown: Ca
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Publishes the events after `published`, at most a page; returns the last one published and
+/// whether the page was full (more may follow).
+async fn relay_page(runtime: &Runtime, bus: &dyn Bus, published: u64) -> (u64, bool) {
+    let page = match runtime.store.events_after(published, RELAY_BATCH).await {
+        Ok(page) => page,
+        Err(error) => {
+            tracing::warn!(error = %error, "reading the outbox failed");
+            Vec::new()
+        }
+    };
+    let full = page.len() == RELAY_BATCH;
+    let mut relayed = published;
+    for event in page {
+        let seq = event.seq;
+        let message = BusEvent {
+            subject: event_subject(&event.name),
+            id: event.id,
+            name: event.name,
+            seq,
+            at: event.at,
+            data: event.data,
+            traceparent: new_traceparent(),
+        };
+        if let Err(error) = bus.publish(message).await {
+            tracing::warn!(error = %error, seq, "publishing an event failed; retrying");
+            return (relayed, false);
+        }
+        runtime.metrics.events_published.inc();
+        relayed = seq;
+    }
+    (relayed, full)
+}
+
+/// With nobody to hear them (an in-process bus without subscribers: the embedded default
+/// without an admin page's event stream), the events after `published` are passed over without
+/// being read, and the last one written is returned; `None` when someone listens (or the outbox
+/// could not be read), and they are relayed. The position is read before the subscribers are
+/// checked: an event committed after a subscriber joined is never passed over, so a subscriber
+/// receives everything committed after it subscribed.
+async fn skip_unheard(runtime: &Runtime, bus: &dyn Bus, published: u64) -> Option<u64> {
+    if bus.has_subscribers() {
+        return None;
+    }
+    let last = match runtime.store.last_event_seq().await {
+        Ok(last) => last,
+        Err(error) => {
+            tracing::warn!(error = %error, "reading the outbox failed");
+            return None;
+        }
+    };
+    if bus.has_subscribers() {
+        return None;
+    }
+    if last > published {
+        runtime.metrics.events_published.inc_by(last - published);
+    }
+    Some(last.max(published))
 }
 
 async fn run_command_completion(

@@ -65,6 +65,13 @@ impl Bus for MemoryBus {
     fn is_connected(&self) -> bool {
         true
     }
+
+    fn has_subscribers(&self) -> bool {
+        self.subscribers.lock().is_ok_and(|mut subscribers| {
+            subscribers.retain(|subscriber| !subscriber.sender.is_closed());
+            !subscribers.is_empty()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +89,19 @@ mod tests {
             data: serde_json::Value::Null,
             traceparent: String::new(),
         }
+    }
+
+    #[test]
+    fn has_subscribers_while_a_subscription_is_open() {
+        let bus = MemoryBus::new();
+        assert!(!bus.has_subscribers());
+        let first = bus.subscribe("boxoffice.events.>", 1);
+        let second = bus.subscribe("boxoffice.events.ticket.*", 1);
+        assert!(bus.has_subscribers());
+        drop(first);
+        assert!(bus.has_subscribers());
+        drop(second);
+        assert!(!bus.has_subscribers());
     }
 
     #[tokio::test]

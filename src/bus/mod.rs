@@ -61,6 +61,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// True while the bus can publish (for `/readyz`).
     fn is_connected(&self) -> bool;
+
+    /// Whether a published event can reach anyone now. Only an in-process bus without a
+    /// subscriber says no, and the relay then skips what it would have published.
+    fn has_subscribers(&self) -> bool {
+        true
+    }
 }
 
 /// A stream of events matching a pattern.

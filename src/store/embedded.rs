@@ -854,6 +854,16 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn last_event_seq(&self) -> Result<u64, StoreError> {
+        self.point_read(|transaction| {
+            let events = transaction.open_table(EVENTS).map_err(unavailable)?;
+            Ok(events
+                .last()
+                .map_err(unavailable)?
+                .map_or(0, |(seq, _)| seq.value()))
+        })
+    }
+
     async fn published_seq(&self) -> Result<u64, StoreError> {
         self.read(|transaction| {
             let meta = transaction.open_table(META).map_err(unavailable)?;

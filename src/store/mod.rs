@@ -265,6 +265,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The outbox's events with `seq > after`, in order.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The highest event sequence written (0 before the first event).
+    async fn last_event_seq(&self) -> Result<u64, StoreError>;
     /// The highest event sequence the relay has published.
     async fn published_seq(&self) -> Result<u64, StoreError>;
     async fn set_published_seq(&self, seq: u64) -> Result<(), StoreError>;

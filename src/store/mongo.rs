@@ -709,6 +709,19 @@ impl Store for MongoStore {
             .collect()
     }
 
+    async fn last_event_seq(&self) -> Result<u64, StoreError> {
+        let last = find_all(
+            &self.collections.events,
+            doc! {},
+            sorted(doc! {"_id": -1}, Some(1)),
+        )
+        .await?;
+        match last.first() {
+            Some(document) => read_u64(document, "_id"),
+            None => Ok(0),
+        }
+    }
+
     async fn published_seq(&self) -> Result<u64, StoreError> {
         let document = self
             .collections

@@ -696,6 +696,44 @@ async fn the_tail_streams_events_and_transitions_as_they_happen() {
     );
 }
 
+/// On one embedded process, events committed while no tail is open are passed over by the relay
+/// (the in-process bus has nobody to deliver them to); a tail opened afterwards streams what
+/// happens after it, and nothing from before. (In a cluster every node relays the outbox, so a
+/// later node's re-publication of an older event can reach a new tail: embedded-only.)
+#[tokio::test]
+async fn a_tail_opened_later_streams_only_what_happens_after_it() {
+    let app = TestApp::spawn().await;
+    let owner = app.new_user().await;
+    let before = app.create_ticket(&owner, "before", json!(8)).await;
+    app.eventually(
+        "the relay to pass the first event",
+        Duration::from_secs(30),
+        || async {
+            let mut published = 0;
+            for node in app.nodes() {
+                let metrics = node.get("/metrics", &Auth::None).await.text;
+                published += metrics
+                    .lines()
+                    .find_map(|line| line.strip_prefix("boxoffice_events_published_total "))
+                    .and_then(|count| count.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            (published >= 1).then_some(())
+        },
+    )
+    .await;
+    let mut tails = open_tails(&app).await;
+    let after = app.create_ticket(&owner, "after", json!(9)).await;
+    let after_id = after["id"].as_str().unwrap();
+    let frames = ticket_creation_frames(&app, &mut tails, after_id).await;
+    assert!(
+        !frames
+            .iter()
+            .any(|(_, data)| data["data"]["id"] == before["id"] || data["id"] == before["id"]),
+        "nothing from before the tail opened: {frames:?}"
+    );
+}
+
 /// The body of every admin API answer about the given ticket and order, and of the page's files.
 async fn admin_texts(app: &TestApp, ticket_id: &str, order_id: &str) -> Vec<(String, String)> {
     let mut paths = vec![

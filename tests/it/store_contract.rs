@@ -398,6 +398,7 @@ pub async fn events_get_increasing_seqs_in_commit_order(store: Arc<dyn Store>) {
 
 /// `events_after` pages through the outbox; the relay position only moves forward.
 pub async fn events_after_pages_and_the_relay_position_only_grows(store: Arc<dyn Store>) {
+    assert_eq!(store.last_event_seq().await.unwrap(), 0);
     let ticket = new_ticket(new_id());
     for _ in 0..5 {
         store
@@ -422,6 +423,7 @@ pub async fn events_after_pages_and_the_relay_position_only_grows(store: Arc<dyn
     assert_eq!(page(2).await, vec![3, 4]);
     assert_eq!(page(4).await, vec![5, 6]);
     assert_eq!(page(6).await, Vec::<u64>::new());
+    assert_eq!(store.last_event_seq().await.unwrap(), 6);
     let last = store.events_after(5, 10).await.unwrap().remove(0);
     assert_eq!(last.id, ticket.events[0].id());
     assert_eq!(last.name, "ticket.created");
