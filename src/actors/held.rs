@@ -119,10 +119,9 @@ impl Persistent for Order {
     }
 }
 
-/// A change ready to be committed.
+/// A change ready to be committed: the record with the change applied and its transition last.
 pub(crate) struct Staged<T> {
     record: Arc<Stored<T>>,
-    transition: Transition,
     expected_version: Option<u64>,
 }
 
@@ -186,17 +185,22 @@ impl<T: Persistent> Held<T> {
             .as_deref()
             .cloned()
             .unwrap_or_else(|| Stored::new(change.state.clone()));
-        record.advance(change.state.clone(), entry.clone());
+        record.advance(change.state.clone(), entry);
         Staged {
             record: Arc::new(record),
-            transition: entry,
             expected_version,
         }
     }
 
-    /// Adopts a staged change once it is committed; returns its transition.
-    pub fn adopt(&mut self, staged: Staged<T>) -> Transition {
+    /// Adopts a staged change once it is committed.
+    pub fn adopt(&mut self, staged: Staged<T>) {
         self.record = Some(staged.record);
-        staged.transition
+    }
+
+    /// The transition of the last change (the one just adopted), if any.
+    pub fn latest(&self) -> Option<&Transition> {
+        self.record
+            .as_ref()
+            .and_then(|record| record.transitions.last())
     }
 }

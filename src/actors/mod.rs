@@ -627,7 +627,10 @@ impl Runtime {
     }
 
     /// Shows a transition on the live tail.
-    pub(crate) fn announce(&self, kind: EntityKind, id: ObjectId, transition: &Transition) {
+    pub(crate) fn announce(&self, kind: EntityKind, id: ObjectId, transition: Option<&Transition>) {
+        let Some(transition) = transition else {
+            return;
+        };
         if self.tail.receiver_count() == 0 {
             // Nobody watches: do not copy the transition only for the send to drop it.
             return;

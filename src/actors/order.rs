@@ -251,8 +251,8 @@ impl OrderState {
     }
 
     async fn expire(&mut self, context: &RequestContext) -> Result<(), Staleable> {
-        let order = self.current()?.clone();
-        match order.expire(crate::clock::now()) {
+        let outcome = self.current()?.expire(crate::clock::now());
+        match outcome {
             ExpireOutcome::Expired(change) => {
                 let release = self.release_command();
                 self.persist("Expire", context, change, Some(release))
@@ -551,10 +551,10 @@ impl OrderState {
                 ..UnitOfWork::default()
             })
             .await?;
-        let transition = self.held.adopt(staged);
+        self.held.adopt(staged);
         self.cell.set_snapshot(self.held.snapshot());
         self.runtime
-            .announce(EntityKind::Order, self.id.0, &transition);
+            .announce(EntityKind::Order, self.id.0, self.held.latest());
         self.sync_timer().await;
         let command_id = receipt.command_ids.first().copied();
         if let (Some(command), Some(command_id)) = (command, command_id) {

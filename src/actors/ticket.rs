@@ -288,10 +288,10 @@ impl TicketState {
                 ..UnitOfWork::default()
             })
             .await?;
-        let transition = self.held.adopt(staged);
+        self.held.adopt(staged);
         self.cell.set_snapshot(self.held.snapshot());
         self.runtime
-            .announce(EntityKind::Ticket, self.id.0, &transition);
+            .announce(EntityKind::Ticket, self.id.0, self.held.latest());
         self.sync_timer().await;
         Ok(change.state)
     }
