@@ -1,9 +1,9 @@
 //! How the embedded store encodes an entity record (state and recent transitions) and an outbox
 //! event as bytes.
 //!
-//! Owns the value formats of the embedded store's entity and event tables. An entity value is the version (8 bytes, big
-//! endian, so a compare-and-set reads it without decoding the record), a format byte, then the
-//! record. Records are written in a compact binary form (`BINARY`): ids as their 12 bytes,
+//! Owns the value formats of the embedded store's entity and event tables. An entity value is
+//! the version (8 bytes, big endian, so a compare-and-set reads it without decoding the record),
+//! a format byte, then the record. Records are written in a compact binary form (`BINARY`): ids as their 12 bytes,
 //! instants and numbers as fixed-width integers, text length-prefixed, the state before the
 //! transitions so the writer can decode the state alone. Records written by earlier versions hold
 //! JSON after the version (its first byte is `{`) and stay readable. Decoding validates as parsing
@@ -37,10 +37,7 @@ pub(super) fn encode<T: Record>(version: u64, record: &Stored<T>) -> Vec<u8> {
     out.extend(version.to_be_bytes());
     out.push(BINARY);
     record.state.encode(&mut out);
-    put_len(&mut out, record.transitions.len());
-    for transition in &record.transitions {
-        encode_transition(&mut out, transition);
-    }
+    put_list(&mut out, &record.transitions, encode_transition);
     out
 }
 
@@ -59,11 +56,7 @@ pub(super) fn decode<T: Record>(bytes: &[u8]) -> Result<Stored<T>, String> {
         (BINARY, body) => {
             let mut input = Reader(body);
             let state = T::decode(&mut input)?;
-            let count = input.len()?;
-            let mut transitions = Vec::with_capacity(count.min(super::TRANSITIONS_KEPT));
-            for _ in 0..count {
-                transitions.push(decode_transition(&mut input)?);
-            }
+            let transitions = input.list(decode_transition)?;
             input.finish()?;
             Ok(Stored { state, transitions })
         }
@@ -180,21 +173,18 @@ impl Record for Order {
         put_u64(out, *version);
         put_time(out, *created_at);
         put_u32(out, *attempts);
-        match payment {
-            None => out.push(0),
-            Some(PaymentAttempt {
+        put_option(out, payment.as_ref(), |out, payment| {
+            let PaymentAttempt {
                 number,
                 token,
                 idempotency_key,
                 amount,
-            }) => {
-                out.push(1);
-                put_u32(out, *number);
-                put_str(out, token);
-                put_str(out, idempotency_key);
-                put_u64(out, amount.cents());
-            }
-        }
+            } = payment;
+            put_u32(out, *number);
+            put_str(out, token);
+            put_str(out, idempotency_key);
+            put_u64(out, amount.cents());
+        });
     }
 
     fn decode(input: &mut Reader<'_>) -> Result<Order, String> {
@@ -212,16 +202,14 @@ impl Record for Order {
             version: input.u64()?,
             created_at: input.time()?,
             attempts: input.u32()?,
-            payment: match input.u8()? {
-                0 => None,
-                1 => Some(PaymentAttempt {
+            payment: input.option("payment", |input| {
+                Ok(PaymentAttempt {
                     number: input.u32()?,
                     token: input.string()?,
                     idempotency_key: input.string()?,
                     amount: input.price()?,
-                }),
-                other => return Err(format!("unknown payment marker {other}")),
-            },
+                })
+            })?,
         })
     }
 }
@@ -252,13 +240,9 @@ pub(super) fn encode_event(event: &DomainEvent, at: Timestamp) -> Vec<u8> {
         } => {
             out.push(1);
             put_ticket_event(&mut out, *id, *version, title, *price, *user_id);
-            match order_id {
-                None => out.push(0),
-                Some(order_id) => {
-                    out.push(1);
-                    put_id(&mut out, order_id.0);
-                }
-            }
+            put_option(&mut out, order_id.as_ref(), |out, order_id| {
+                put_id(out, order_id.0)
+            });
         }
         DomainEvent::OrderCreated {
             id,
@@ -344,11 +328,7 @@ pub(super) fn decode_event(seq: u64, bytes: &[u8]) -> Result<StoredEvent, String
                         title,
                         price,
                         user_id,
-                        order_id: match input.u8()? {
-                            0 => None,
-                            1 => Some(OrderId(input.id()?)),
-                            other => return Err(format!("unknown order id marker {other}")),
-                        },
+                        order_id: input.option("order id", |input| input.id().map(OrderId))?,
                     }
                 }
                 2 => DomainEvent::OrderCreated {
@@ -418,42 +398,22 @@ fn encode_transition(out: &mut Vec<u8>, transition: &Transition) {
     } = transition;
     put_time(out, *at);
     put_str(out, message);
-    match request_id {
-        None => out.push(0),
-        Some(request_id) => {
-            out.push(1);
-            put_str(out, request_id);
-        }
-    }
+    put_option(out, request_id.as_deref(), put_str);
     put_str(out, from);
     put_str(out, to);
     put_u64(out, *version);
-    put_len(out, events.len());
-    for event in events {
-        put_str(out, event);
-    }
+    put_list(out, events, |out, event| put_str(out, event));
 }
 
 fn decode_transition(input: &mut Reader<'_>) -> Result<Transition, String> {
     Ok(Transition {
         at: input.time()?,
         message: input.string()?,
-        request_id: match input.u8()? {
-            0 => None,
-            1 => Some(input.string()?),
-            other => return Err(format!("unknown request id marker {other}")),
-        },
+        request_id: input.option("request id", Reader::string)?,
         from: input.string()?,
         to: input.string()?,
         version: input.u64()?,
-        events: {
-            let count = input.len()?;
-            let mut events = Vec::with_capacity(count.min(8));
-            for _ in 0..count {
-                events.push(input.string()?);
-            }
-            events
-        },
+        events: input.list(Reader::string)?,
     })
 }
 
@@ -490,6 +450,25 @@ fn put_len(out: &mut Vec<u8>, len: usize) {
 fn put_str(out: &mut Vec<u8>, text: &str) {
     put_len(out, text.len());
     out.extend(text.as_bytes());
+}
+
+/// A marker byte (0: none, 1: some) and, when there is one, the value.
+fn put_option<T: ?Sized>(out: &mut Vec<u8>, value: Option<&T>, put: impl Fn(&mut Vec<u8>, &T)) {
+    match value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            put(out, value);
+        }
+    }
+}
+
+/// The count, then each item.
+fn put_list<T>(out: &mut Vec<u8>, items: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
+    put_len(out, items.len());
+    for item in items {
+        put(out, item);
+    }
 }
 
 /// Reads a binary record front to back; every read checks the bytes are there.
@@ -556,6 +535,34 @@ impl Reader<'_> {
             return Err("record cut short".to_string());
         }
         Ok(len)
+    }
+
+    /// What `put_option` wrote; `what` names it in the error for an unknown marker.
+    fn option<T>(
+        &mut self,
+        what: &str,
+        read: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            other => Err(format!("unknown {what} marker {other}")),
+        }
+    }
+
+    /// What `put_list` wrote.
+    fn list<T>(
+        &mut self,
+        mut read: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        let count = self.len()?;
+        // A corrupt count is bounded by the bytes left (`len`); reserve no more than a record
+        // keeps.
+        let mut items = Vec::with_capacity(count.min(super::TRANSITIONS_KEPT));
+        for _ in 0..count {
+            items.push(read(self)?);
+        }
+        Ok(items)
     }
 
     fn string(&mut self) -> Result<String, String> {
